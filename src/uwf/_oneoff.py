@@ -1,0 +1,53 @@
+"""`uwf run`: one action, now, in this process, with the sandboxes on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from uwf.api import accept_action, execution_view
+from uwf.sandboxes import SANDBOXES, create_sandbox_app
+from uwf.service import Service, make_executor
+from uwf.settings import Settings
+from uwf.store import Execution, Store
+
+__all__ = ["execution_document", "run_action"]
+
+
+async def execution_document(store: Store, execution: Execution) -> dict[str, Any]:
+    view = await execution_view(store, execution)
+    return view.model_dump(mode="json")
+
+
+async def run_action(
+    settings: Settings, tenant: str, workflow: str, data: dict[str, Any], seconds: float
+) -> dict[str, Any]:
+    service = await Service.start(settings, worker=False)
+    sandboxes = Starlette(
+        routes=[Mount(f"/sandbox/{crm}", create_sandbox_app(crm, settings.home))
+                for crm in SANDBOXES]
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(sandboxes, log_level="warning", lifespan="off"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    executor = make_executor(settings, service.store, f"http://127.0.0.1:{port}/sandbox")
+    try:
+        execution, _ = await accept_action(service.store, tenant, workflow, data)
+        await executor.start()
+        final = await executor.wait_for(execution.id, seconds) or execution
+        return await execution_document(service.store, final)
+    finally:
+        await executor.stop()
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await serving
+        sock.close()
+        await service.stop()

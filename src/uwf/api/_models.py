@@ -1,0 +1,79 @@
+"""Request and response bodies of the public API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "dead", "cancelled"]
+
+
+class ActionRequest(BaseModel):
+    """Ask for a workflow action."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"workflow": "escalate_case",
+                 "input": {"case_id": 123, "priority": "P1", "reason": "VIP customer"}}
+            ]
+        },
+    )
+
+    workflow: str = Field(min_length=1, max_length=63)
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class StepView(BaseModel):
+    id: str
+    type: str
+    status: str
+    attempts: int
+    request: dict[str, Any] | None
+    response: dict[str, Any] | None
+    output: Any
+    error: dict[str, Any] | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ExecutionSummary(BaseModel):
+    id: str
+    tenant: str
+    workflow: str
+    workflow_version: int
+    status: ExecutionStatus
+    error: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ExecutionView(ExecutionSummary):
+    input: dict[str, Any]
+    output: Any
+    steps: list[StepView]
+    updated_at: datetime
+
+
+class ExecutionPage(BaseModel):
+    items: list[ExecutionSummary]
+    next_cursor: str | None
+
+
+class WorkflowView(BaseModel):
+    name: str
+    description: str | None
+    workflow_version: int
+    input_schema: dict[str, Any]
+    steps: list[str]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    database: str
+    metadata_version: int | None
+    worker: Literal["running", "disabled"]

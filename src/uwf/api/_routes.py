@@ -1,0 +1,186 @@
+"""The routes of API Data Access: accept actions, report executions."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from uwf.api._accept import accept_action, tenant_metadata
+from uwf.api._models import (
+    ActionRequest,
+    ExecutionPage,
+    ExecutionStatus,
+    ExecutionView,
+    Health,
+    WorkflowView,
+)
+from uwf.api._problems import ProblemError
+from uwf.api._views import execution_summary, execution_view
+from uwf.errors import NotFoundError
+from uwf.service import Service
+from uwf.store import Execution
+
+router = APIRouter()
+_bearer = HTTPBearer(auto_error=False)
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def _authenticate(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    expected: str = request.app.state.admin_key
+    if credentials is None:
+        raise ProblemError(401, "unauthenticated", "Unauthenticated",
+                           "send `Authorization: Bearer <API key>`",
+                           headers={"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise ProblemError(401, "unauthenticated", "Unauthenticated", "the API key is not valid",
+                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+ServiceDep = Annotated[Service, Depends(_service)]
+Authenticated = Depends(_authenticate)
+
+
+@router.get("/healthz", response_model=Health, tags=["operations"])
+async def healthz(service: ServiceDep) -> Health:
+    """Liveness and readiness: the Pipe DB answers and metadata is loaded."""
+    active = await service.store.active_metadata()
+    return Health(
+        status="ok",
+        database=service.store.dialect,
+        metadata_version=active[0] if active else None,
+        worker="running" if service.executor is not None else "disabled",
+    )
+
+
+@router.post(
+    "/v1/tenants/{tenant}/actions",
+    response_model=ExecutionView,
+    status_code=202,
+    dependencies=[Authenticated],
+    tags=["actions"],
+    responses={200: {"description": "Finished within `wait` seconds"}},
+)
+async def submit_action(
+    tenant: str,
+    body: ActionRequest,
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    wait: Annotated[float | None, Query(ge=0, le=30, description="Seconds to wait (≤ 30)")] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> ExecutionView:
+    """Validate and persist a workflow action; it runs in the background.
+
+    Answers `202` with the queued execution and its `Location`, or `200` with the finished
+    execution when it ends within `wait` seconds. The same `Idempotency-Key` with the same body
+    returns the same execution; with a different body, `422`.
+    """
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise ProblemError(400, "invalid-idempotency-key", "Invalid Idempotency-Key",
+                           "Idempotency-Key must be 1–255 visible ASCII characters")
+    execution, created = await accept_action(
+        service.store, tenant, body.workflow, body.input, idempotency_key
+    )
+    if service.executor is not None and created:
+        service.executor.wake()
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    if wait and not execution.is_final and service.executor is not None:
+        execution = await service.executor.wait_for(execution.id, wait) or execution
+    elif wait and not execution.is_final:
+        execution = await _poll(service, execution, wait)
+    response.headers["Location"] = f"/v1/tenants/{tenant}/executions/{execution.id}"
+    if execution.is_final:
+        response.status_code = 200
+    return await execution_view(service.store, execution)
+
+
+async def _poll(service: Service, execution: Execution, seconds: float) -> Execution:
+    """Without an in-process worker, watch the Pipe DB for the result."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        latest = await service.store.get_execution(execution.id)
+        if latest is not None:
+            execution = latest
+            if latest.is_final:
+                break
+    return execution
+
+
+@router.get(
+    "/v1/tenants/{tenant}/executions/{execution_id}",
+    response_model=ExecutionView,
+    dependencies=[Authenticated],
+    tags=["executions"],
+)
+async def get_execution(tenant: str, execution_id: str, service: ServiceDep) -> ExecutionView:
+    """One execution with every step's request, response, timing and outcome."""
+    execution = (
+        await service.store.get_execution(execution_id, tenant=tenant)
+        if _UUID.fullmatch(execution_id) else None
+    )
+    if execution is None:
+        raise NotFoundError(f"no execution '{execution_id}' for tenant '{tenant}'")
+    return await execution_view(service.store, execution)
+
+
+@router.get(
+    "/v1/tenants/{tenant}/executions",
+    response_model=ExecutionPage,
+    dependencies=[Authenticated],
+    tags=["executions"],
+)
+async def list_executions(
+    tenant: str,
+    service: ServiceDep,
+    status: ExecutionStatus | None = None,
+    workflow: Annotated[str | None, Query(max_length=63)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(pattern=_UUID.pattern)] = None,
+) -> ExecutionPage:
+    """Executions of a tenant, newest first; follow `next_cursor` for the next page."""
+    await tenant_metadata(service.store, tenant)
+    page, next_cursor = await service.store.list_executions(
+        tenant=tenant, status=status, workflow=workflow, limit=limit, cursor=cursor
+    )
+    return ExecutionPage(
+        items=[execution_summary(e) for e in page], next_cursor=next_cursor
+    )
+
+
+@router.get(
+    "/v1/tenants/{tenant}/workflows",
+    response_model=list[WorkflowView],
+    dependencies=[Authenticated],
+    tags=["actions"],
+)
+async def list_workflows(tenant: str, service: ServiceDep) -> list[WorkflowView]:
+    """The workflows a tenant can run, with the input each one expects."""
+    version, bundle = await tenant_metadata(service.store, tenant)
+    return [
+        WorkflowView(
+            name=wf.name,
+            description=wf.description,
+            workflow_version=version,
+            input_schema=wf.input_schema,
+            steps=[s.id for s in wf.steps],
+        )
+        for (t, _), wf in sorted(bundle.workflows.items())
+        if t == tenant
+    ]

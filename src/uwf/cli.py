@@ -1,0 +1,331 @@
+"""The `uwf` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from uwf.errors import UwfError
+from uwf.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+metadata_app = typer.Typer(no_args_is_help=True, help="Validate, apply and export metadata.")
+executions_app = typer.Typer(no_args_is_help=True, help="Inspect executions.")
+sandbox_app = typer.Typer(no_args_is_help=True, help="The built-in CRM sandboxes.")
+db_app = typer.Typer(no_args_is_help=True, help="The Pipe DB.")
+app.add_typer(metadata_app, name="metadata")
+app.add_typer(executions_app, name="executions")
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(db_app, name="db")
+
+err = Console(stderr=True)
+T = TypeVar("T")
+
+
+def main() -> None:
+    app()
+
+
+def _run(coro: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(coro())  # type: ignore[arg-type]
+    except UwfError as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+# -- serve / worker ---------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default: $UWF_HOST or 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: $UWF_PORT or 8080")] = None,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Serve the API only")] = False,
+) -> None:
+    """Serve the API, an in-process worker and the CRM sandboxes on one port."""
+    import uvicorn
+
+    from uwf.api import create_app
+    from uwf.observability import configure_logging
+
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    settings = Settings(**overrides)
+    configure_logging(settings.log_level)
+    key, generated = settings.ensure_admin_key()
+    if generated:
+        err.print(
+            f"Admin API key (shown once, kept in {settings.home / 'admin.key'}):\n  {key}",
+            highlight=False,
+        )
+    application = create_app(settings, admin_key=key, worker=not no_worker)
+    err.print(f"UWF on {settings.base_url}  (API docs: {settings.base_url}/docs)", highlight=False)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=15,
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker alone (no API), sharing the Pipe DB named by UWF_DATABASE_URL."""
+    import signal
+
+    from uwf.observability import configure_logging
+    from uwf.service import Service
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+
+    async def go() -> None:
+        service = await Service.start(settings, worker=True, sandbox_base=_sandbox_base(settings))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await service.stop()
+
+    _run(go)
+
+
+def _sandbox_base(settings: Settings) -> str:
+    # A separate worker reaches the sandboxes where `uwf serve` mounts them.
+    return f"{settings.base_url}/sandbox"
+
+
+# -- metadata ---------------------------------------------------------------------------------
+
+
+@metadata_app.command("validate")
+def metadata_validate(
+    directory: Annotated[Path, typer.Argument(help="A directory of metadata YAML files")],
+) -> None:
+    """Report every problem in a metadata directory (file, line, path, hint)."""
+    from uwf.metadata import validate_directory
+
+    bundle, problems = validate_directory(directory)
+    if bundle is None:
+        for problem in problems:
+            err.print(str(problem), highlight=False, soft_wrap=True)
+        err.print(f"[red]{len(problems)} problem(s)[/red]; nothing was applied")
+        raise typer.Exit(1)
+    err.print(
+        f"OK: {len(bundle.tenants)} tenant(s), {len(bundle.connections)} connection(s), "
+        f"{len(bundle.workflows)} workflow(s); digest {bundle.digest[:12]}",
+        highlight=False,
+    )
+
+
+@metadata_app.command("apply")
+def metadata_apply(
+    directory: Annotated[Path, typer.Argument(help="A directory of metadata YAML files")],
+) -> None:
+    """Validate a metadata directory and store it as a new immutable version."""
+    from uwf.metadata import validate_directory
+    from uwf.store import Store
+
+    bundle, problems = validate_directory(directory)
+    if bundle is None:
+        for problem in problems:
+            err.print(str(problem), highlight=False, soft_wrap=True)
+        err.print(f"[red]{len(problems)} problem(s)[/red]; nothing was applied")
+        raise typer.Exit(1)
+
+    async def go() -> tuple[int, bool]:
+        store = await Store.open(Settings().resolved_database_url)
+        try:
+            return await store.apply_metadata(bundle, str(directory))
+        finally:
+            await store.close()
+
+    version, created = _run(go)
+    if created:
+        err.print(f"applied as version {version}")
+    else:
+        err.print(f"unchanged: version {version} already has this content")
+
+
+@metadata_app.command("export")
+def metadata_export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write")],
+    version: Annotated[int | None, typer.Option(help="Default: the active version")] = None,
+) -> None:
+    """Write a stored metadata version back to YAML files (one per tenant, plus shared)."""
+    from uwf.store import Store
+
+    async def go() -> tuple[int, dict[str, Any]]:
+        store = await Store.open(Settings().resolved_database_url)
+        try:
+            if version is None:
+                active = await store.active_metadata()
+                if active is None:
+                    raise UwfError("no metadata has been applied yet")
+                return active[0], active[1].to_document()
+            bundle = await store.metadata(version)
+            if bundle is None:
+                raise UwfError(f"no metadata version {version}")
+            return version, bundle.to_document()
+        finally:
+            await store.close()
+
+    number, document = _run(go)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, list[dict[str, Any]]] = {}
+    for doc in document["documents"]:
+        owner = doc.get("tenant") or (doc["name"] if doc["kind"] == "tenant" else "shared")
+        files.setdefault(owner, []).append(doc)
+    for owner, docs in files.items():
+        path = out / f"{owner}.yaml"
+        path.write_text(
+            f"# Exported from UWF metadata version {number}\n"
+            + yaml.safe_dump_all(docs, sort_keys=False, allow_unicode=True)
+        )
+    err.print(f"wrote version {number} to {out} ({len(files)} file(s))")
+
+
+@metadata_app.command("schema")
+def metadata_schema() -> None:
+    """Print the JSON Schema of a metadata document (for editors and CI)."""
+    from uwf.metadata import metadata_json_schema
+
+    _print_json(metadata_json_schema())
+
+
+# -- run / executions -------------------------------------------------------------------------
+
+
+@app.command("run")
+def run_once(
+    workflow: Annotated[str, typer.Argument()],
+    tenant: Annotated[str, typer.Option(help="Tenant name")],
+    input_json: Annotated[str, typer.Option("--input", help="The input as JSON")] = "{}",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the result")] = 60.0,
+) -> None:
+    """Run one action now, in this process, and print the execution.
+
+    The built-in sandboxes are started for the run on a loopback port, so the example
+    connections work without `uwf serve`.
+    """
+    from uwf._oneoff import run_action
+
+    try:
+        data = json.loads(input_json)
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]error:[/red] --input is not valid JSON: {exc}")
+        raise typer.Exit(2) from None
+    result = _run(lambda: run_action(Settings(), tenant, workflow, data, timeout))
+    _print_json(result)
+    if result.get("status") != "succeeded":
+        raise typer.Exit(1)
+
+
+@executions_app.command("list")
+def executions_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None,
+    status: Annotated[str | None, typer.Option(help="queued, running, succeeded, …")] = None,
+    workflow: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List executions, newest first."""
+    from uwf.store import EXECUTION_STATUSES, Store
+
+    if status is not None and status not in EXECUTION_STATUSES:
+        err.print(f"[red]error:[/red] unknown status '{status}' (known: "
+                  f"{', '.join(EXECUTION_STATUSES)})")
+        raise typer.Exit(2)
+
+    async def go() -> list[dict[str, Any]]:
+        store = await Store.open(Settings().resolved_database_url)
+        try:
+            page, _ = await store.list_executions(
+                tenant=tenant, status=status, workflow=workflow, limit=limit
+            )
+            return [
+                {"id": e.id, "tenant": e.tenant, "workflow": e.workflow, "status": e.status,
+                 "created_at": e.created_at.isoformat(),
+                 "error": (e.error or {}).get("message")}
+                for e in page
+            ]
+        finally:
+            await store.close()
+
+    rows = _run(go)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("id", "tenant", "workflow", "status", "created_at", "error")
+    for row in rows:
+        table.add_row(*(str(row[c] or "") for c in
+                        ("id", "tenant", "workflow", "status", "created_at", "error")))
+    Console().print(table)
+
+
+@executions_app.command("show")
+def executions_show(execution_id: Annotated[str, typer.Argument()]) -> None:
+    """Print one execution with every step's request, response and outcome."""
+    from uwf._oneoff import execution_document
+    from uwf.store import Store
+
+    async def go() -> dict[str, Any]:
+        store = await Store.open(Settings().resolved_database_url)
+        try:
+            execution = await store.get_execution(execution_id)
+            if execution is None:
+                raise UwfError(f"no execution '{execution_id}'")
+            return await execution_document(store, execution)
+        finally:
+            await store.close()
+
+    _print_json(_run(go))
+
+
+# -- sandbox / db -----------------------------------------------------------------------------
+
+
+@sandbox_app.command("accounts")
+def sandbox_accounts() -> None:
+    """Print each sandbox's dev credentials and base URL as JSON."""
+    from uwf.sandboxes import sandbox_accounts as accounts
+
+    settings = Settings()
+    _print_json(accounts(settings.home, settings.base_url))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the Pipe DB schema to the latest version."""
+    from uwf.store import Store
+
+    async def go() -> str:
+        store = await Store.open(Settings().resolved_database_url)
+        await store.close()
+        return store.dialect
+
+    dialect = _run(go)
+    err.print(f"{dialect} schema is up to date")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

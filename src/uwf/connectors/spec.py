@@ -1,0 +1,192 @@
+"""The declarative connector spec: a CRM's REST API described as data.
+
+A connector spec says, for each object the CRM has (ticket, user, …), how each canonical operation
+(`get`, `lookup`, `create`, `update`, `add_comment`, `assign`) becomes an HTTP request, and how to
+read the record out of the response. Paths, query strings, headers and bodies are templates over
+the operation's context:
+
+| name        | what it holds                                                      |
+|-------------|--------------------------------------------------------------------|
+| record_id   | the record the step acts on                                        |
+| fields      | the fields to write (create / update)                              |
+| criteria    | what a lookup searches by, e.g. `{email: …}`                       |
+| body/public | a comment's text and visibility (add_comment)                      |
+| owner_id    | the new owner (assign)                                             |
+| step_key    | `execution_id:step_id`, deterministic: the idempotency key/marker  |
+| connection  | the connection's `config` values                                   |
+
+Built-in specs live in `uwf/connectors/specs/<id>.yaml`; a tenant's metadata may bring its own.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from uwf.mapping import Expression, compile_expression, compile_value
+
+__all__ = [
+    "OPERATIONS",
+    "ConnectorSpec",
+    "ErrorSpec",
+    "ObjectSpec",
+    "OperationName",
+    "OperationSpec",
+    "RateLimitHeadersSpec",
+    "VerifySpec",
+]
+
+OperationName = Literal["get", "lookup", "create", "update", "add_comment", "assign"]
+OPERATIONS: tuple[str, ...] = ("get", "lookup", "create", "update", "add_comment", "assign")
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VerifySpec(_Spec):
+    """How to find out whether a write whose response was lost did happen.
+
+    The request (`method`/`path`/`query`) lists candidates; `items` selects the list from the
+    response body and `marker` reads, from each item, the step key the write carried.
+    """
+
+    method: HttpMethod = "GET"
+    path: str
+    query: dict[str, Any] = Field(default_factory=dict)
+    items: str = Field(description="JMESPath selecting the candidate list from the response")
+    marker: str = Field(description="JMESPath reading the step key back from one candidate")
+
+    @cached_property
+    def compiled(self) -> dict[str, Any]:
+        return {
+            "path": compile_value(self.path),
+            "query": compile_value(self.query),
+            "items": compile_expression(self.items),
+            "marker": compile_expression(self.marker),
+        }
+
+
+class OperationSpec(_Spec):
+    """One canonical operation on one object, as an HTTP request."""
+
+    method: HttpMethod
+    path: str = Field(description="Path template under the connection's base URL")
+    query: dict[str, Any] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+    result: str | None = Field(
+        default=None,
+        description="JMESPath selecting the record (a list, for lookups) from the response body",
+    )
+    idempotent: bool | None = Field(
+        default=None,
+        description="Whether sending twice has the effect of sending once; "
+        "default: true for GET, PUT, PATCH and DELETE",
+    )
+    idempotency_header: str | None = Field(
+        default=None, description="Header that carries the step key, where the CRM supports one"
+    )
+    verify: VerifySpec | None = None
+
+    @property
+    def is_idempotent(self) -> bool:
+        if self.idempotent is not None:
+            return self.idempotent
+        return self.method != "POST" or self.idempotency_header is not None
+
+    @cached_property
+    def compiled(self) -> dict[str, Any]:
+        return {
+            "path": compile_value(self.path),
+            "query": compile_value(self.query),
+            "headers": compile_value(self.headers),
+            "body": compile_value(self.body) if self.body is not None else None,
+            "result": compile_expression(self.result) if self.result else None,
+        }
+
+    def check(self) -> None:
+        """Compile every template now, so a bad spec fails at load time."""
+        _ = self.compiled
+        if self.verify is not None:
+            _ = self.verify.compiled
+
+
+class ObjectSpec(_Spec):
+    """An object of the CRM (ticket, user, …) and the operations it supports."""
+
+    description: str | None = None
+    operations: dict[OperationName, OperationSpec]
+
+
+class ErrorSpec(_Spec):
+    """How to read the CRM's error bodies and which statuses are worth retrying."""
+
+    message: str = Field(
+        default="message || error.message || error || errors[0].message",
+        description="JMESPath reading a human message from an error body",
+    )
+    retryable_statuses: list[int] = Field(
+        default_factory=lambda: [408, 425, 429, 500, 502, 503, 504]
+    )
+
+    @cached_property
+    def message_expression(self) -> Expression:
+        return compile_expression(self.message)
+
+
+class RateLimitHeadersSpec(_Spec):
+    """Response headers through which the CRM reports its rate-limit budget."""
+
+    limit: str | None = None
+    remaining: str | None = None
+    reset: str | None = None
+    retry_after: str = "Retry-After"
+
+
+class AuthTemplateSpec(_Spec):
+    """How a connection's credentials become an `Authorization` header for this CRM."""
+
+    type: Literal["basic", "bearer"]
+    username: str | None = Field(default=None, description="Template over the auth fields")
+    password: str | None = None
+    token: str | None = None
+
+
+class ConnectorSpec(_Spec):
+    """A CRM's REST API as data. `id` is kebab-case and equals the spec file's name."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    name: str
+    docs_url: str | None = None
+    auth: dict[str, AuthTemplateSpec] = Field(
+        description="Auth types a connection may use (api_token, basic, bearer, …) → header form"
+    )
+    default_headers: dict[str, str] = Field(default_factory=dict)
+    rate_limit: RateLimitHeadersSpec = Field(default_factory=RateLimitHeadersSpec)
+    errors: ErrorSpec = Field(default_factory=ErrorSpec)
+    health: OperationSpec | None = Field(
+        default=None, description="A cheap authenticated request, for `connections test`"
+    )
+    objects: dict[str, ObjectSpec]
+
+    @model_validator(mode="after")
+    def _compile_everything(self) -> ConnectorSpec:
+        for obj in self.objects.values():
+            for op in obj.operations.values():
+                op.check()
+        if self.health is not None:
+            self.health.check()
+        _ = self.errors.message_expression
+        for template in self.auth.values():
+            for value in (template.username, template.password, template.token):
+                if value is not None:
+                    compile_value(value)
+        return self
+
+    def operation(self, obj: str, op: str) -> OperationSpec | None:
+        spec = self.objects.get(obj)
+        return None if spec is None else spec.operations.get(op)  # type: ignore[call-overload]

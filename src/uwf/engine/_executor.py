@@ -1,0 +1,185 @@
+"""The durable executor: claims due executions from the Pipe DB and runs them.
+
+Executions are the queue (DESIGN decision 1). A worker claims a batch with a lease, renews the
+leases of what it holds with a heartbeat, and runs each execution through the interpreter. If a
+worker dies, its leases expire and any worker resumes its executions after the last recorded step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+
+import structlog
+
+from uwf.auth import SecretResolver
+from uwf.connectors.runtime import ConnectorRuntime
+from uwf.engine._interpreter import Interpreter
+from uwf.engine._targets import TargetResolver
+from uwf.store import Execution, LeaseLostError, Store, new_id
+
+__all__ = ["Executor"]
+
+log = structlog.get_logger("uwf.engine")
+
+
+class Executor:
+    """Runs executions from the Pipe DB until stopped.
+
+    Example:
+        executor = Executor(store, secrets=resolver, sandbox_url=lambda crm: None)
+        await executor.start()
+        ...
+        await executor.stop()
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        secrets: SecretResolver,
+        sandbox_url: Callable[[str], str | None],
+        concurrency: int = 16,
+        lease_seconds: float = 30.0,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[-8:]}"
+        self.runtime = ConnectorRuntime()
+        self._interpreter = Interpreter(store, self.runtime, TargetResolver(secrets, sandbox_url))
+        self._concurrency = concurrency
+        self._lease_seconds = lease_seconds
+        self._poll_interval = poll_interval
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._finished: dict[str, asyncio.Event] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="uwf-claim"),
+            asyncio.create_task(self._heartbeat_loop(), name="uwf-heartbeat"),
+        ]
+        log.info("worker started", owner=self.owner, concurrency=self._concurrency)
+
+    async def stop(self, drain_seconds: float = 10.0) -> None:
+        """Stop claiming, give running executions `drain_seconds` to finish, then let go.
+
+        What does not finish keeps its ledger; its lease expires and a worker resumes it.
+        """
+        self._stopping.set()
+        self._wake.set()
+        if self._inflight:
+            await asyncio.wait(list(self._inflight.values()), timeout=drain_seconds)
+        for task in [*self._inflight.values(), *self._loops]:
+            task.cancel()
+        for task in [*self._inflight.values(), *self._loops]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.runtime.close()
+        log.info("worker stopped", owner=self.owner)
+
+    def wake(self) -> None:
+        """Something was enqueued: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def wait_for(self, execution_id: str, seconds: float) -> Execution | None:
+        """Wait until the execution is final (or `seconds` pass); returns its latest state."""
+        deadline = time.monotonic() + seconds
+        event = self._finished.setdefault(execution_id, asyncio.Event())
+        try:
+            while True:
+                execution = await self.store.get_execution(execution_id)
+                remaining = deadline - time.monotonic()
+                if execution is None or execution.is_final or remaining <= 0:
+                    return execution
+                # The in-process worker signals at once; another process's worker is polled.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout=min(remaining, 1.0))
+        finally:
+            self._finished.pop(execution_id, None)
+
+    async def run_until_idle(self, seconds: float = 60.0) -> None:
+        """Claim and run until nothing is due (for one-off runs and tests)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            claimed = await self.store.claim(self.owner, self._concurrency, self._lease_seconds)
+            if claimed:
+                await asyncio.gather(*(self._run(e) for e in claimed))
+                continue
+            if not await self._has_pending():
+                return
+            await asyncio.sleep(min(self._poll_interval, 0.2))
+
+    async def _has_pending(self) -> bool:
+        page, _ = await self.store.list_executions(status="running", limit=1)
+        queued, _ = await self.store.list_executions(status="queued", limit=1)
+        return bool(page or queued)
+
+    # -- loops ------------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            free = self._concurrency - len(self._inflight)
+            claimed: list[Execution] = []
+            if free > 0:
+                try:
+                    claimed = await self.store.claim(self.owner, free, self._lease_seconds)
+                except Exception:
+                    log.exception("claim failed; retrying")
+                    await asyncio.sleep(self._poll_interval)
+                    continue
+            for execution in claimed:
+                task = asyncio.create_task(self._run(execution), name=f"uwf-{execution.id}")
+                self._inflight[execution.id] = task
+                task.add_done_callback(lambda _t, i=execution.id: self._done(i))
+            if claimed and len(claimed) == free:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+
+    def _done(self, execution_id: str) -> None:
+        self._inflight.pop(execution_id, None)
+        if not self._stopping.is_set():
+            self._wake.set()
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self._lease_seconds / 3
+        while not self._stopping.is_set():
+            await asyncio.sleep(interval)
+            try:
+                held = await self.store.extend_leases(
+                    self.owner, list(self._inflight), self._lease_seconds
+                )
+            except Exception:
+                log.exception("heartbeat failed")
+                continue
+            for lost in set(self._inflight) - held:
+                log.warning("lease lost", execution_id=lost)
+
+    async def _run(self, execution: Execution) -> None:
+        bound = log.bind(
+            execution_id=execution.id, tenant=execution.tenant, workflow=execution.workflow
+        )
+        try:
+            status = await self._interpreter.run(execution, self.owner)
+            bound.info("execution advanced", status=status)
+        except LeaseLostError:
+            bound.warning("lease lost; another worker owns the execution now")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug, not a CRM error: leave the execution to be retried after its lease.
+            bound.exception("execution crashed")
+        finally:
+            event = self._finished.get(execution.id)
+            if event is not None:
+                event.set()

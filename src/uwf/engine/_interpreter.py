@@ -1,0 +1,328 @@
+"""Run one claimed execution through its steps, writing the ledger as it goes.
+
+The ledger is written before a request leaves (`sending`) and after its answer is known, so a
+crash at any point leaves enough to resume: finished steps are never run again, and a step that
+may have been sent is checked (`verify`) or re-sent only when sending twice is harmless.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from uwf.auth import redact
+from uwf.connectors import OperationSpec
+from uwf.connectors.runtime import ConnectorRuntime, Target
+from uwf.engine._targets import TargetResolver
+from uwf.errors import (
+    ConnectorError,
+    ExpressionError,
+    FatalError,
+    OutcomeUnknownError,
+    RetryableError,
+    UwfError,
+)
+from uwf.mapping import ValueMap, compile_expression, compile_value, is_truthy
+from uwf.metadata import STEP_OPERATION, MetadataBundle, RetrySpec, StepSpec, WorkflowSpec
+from uwf.store import Execution, StepRun, Store, utcnow
+
+__all__ = ["Interpreter"]
+
+_STEP_INPUTS = ("record_id", "fields", "criteria", "body", "public", "owner_id")
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    status: str  # final status, or "rescheduled"
+    output: Any = None
+    error: dict[str, Any] | None = None
+
+
+class Interpreter:
+    def __init__(self, store: Store, runtime: ConnectorRuntime, targets: TargetResolver) -> None:
+        self._store = store
+        self._runtime = runtime
+        self._targets = targets
+
+    async def run(self, execution: Execution, owner: str) -> str:
+        """Advance `execution` as far as it goes now; returns its status afterwards."""
+        outcome = await self._advance(execution, owner)
+        if outcome.status == "rescheduled":
+            return "running"
+        await self._store.finish(
+            execution.id, owner, outcome.status, output=outcome.output, error=outcome.error
+        )
+        return outcome.status
+
+    async def _advance(self, execution: Execution, owner: str) -> _Outcome:
+        bundle = await self._store.metadata(execution.metadata_version)
+        workflow = bundle.workflow(execution.tenant, execution.workflow) if bundle else None
+        if bundle is None or workflow is None:
+            return _Outcome(
+                "failed",
+                error={
+                    "type": "metadata",
+                    "message": f"workflow '{execution.workflow}' is not in metadata version "
+                    f"{execution.metadata_version}",
+                },
+            )
+        value_maps = bundle.value_maps_for(execution.tenant)
+        ledger = {run.step_id: run for run in await self._store.step_runs(execution.id)}
+        context: dict[str, Any] = {
+            "input": execution.input,
+            "steps": {},
+            "execution": {
+                "id": execution.id,
+                "tenant": execution.tenant,
+                "workflow": execution.workflow,
+            },
+        }
+        for position, step in enumerate(workflow.steps):
+            run = ledger.get(step.id)
+            if run is not None and run.status in ("succeeded", "skipped"):
+                context["steps"][step.id] = run.output
+                continue
+            outcome = await self._step(
+                execution, owner, bundle, workflow, step, position, run, context, value_maps
+            )
+            if outcome is not None:
+                return outcome
+        try:
+            output = (
+                compile_value(workflow.output).evaluate(context, value_maps)
+                if workflow.output is not None
+                else context["steps"]
+            )
+        except ExpressionError as exc:
+            return _Outcome("failed", error={"type": "expression", "message": exc.message})
+        return _Outcome("succeeded", output=output)
+
+    async def _step(
+        self,
+        execution: Execution,
+        owner: str,
+        bundle: MetadataBundle,
+        workflow: WorkflowSpec,
+        step: StepSpec,
+        position: int,
+        run: StepRun | None,
+        context: dict[str, Any],
+        value_maps: dict[str, ValueMap],
+    ) -> _Outcome | None:
+        """Run one step. Returns None to go on to the next step, or how the execution ends."""
+        if run is None:
+            run = StepRun(step_id=step.id, position=position, status="pending")
+        step_key = f"{execution.id}:{step.id}"
+
+        def fail(status: str, kind: str, message: str, **extra: Any) -> _Outcome:
+            error = {"type": kind, "message": message, "step": step.id, **extra}
+            return _Outcome(status, error=error)
+
+        try:
+            if step.when is not None and not is_truthy(
+                compile_expression(step.when).evaluate(context, value_maps)
+            ):
+                run.status, run.finished_at, run.output = "skipped", utcnow(), None
+                await self._store.save_step(execution.id, owner, run)
+                context["steps"][step.id] = None
+                return None
+            inputs = self._inputs(step, context, value_maps)
+        except ExpressionError as exc:
+            run.status, run.error, run.finished_at = "failed", _error(exc), utcnow()
+            await self._store.save_step(execution.id, owner, run)
+            return fail("failed", "expression", exc.message)
+
+        conn_name = step.connection or workflow.connection
+        connection = bundle.connections[conn_name]
+        operation_name = STEP_OPERATION[step.type]
+        try:
+            target = self._targets.resolve(execution.metadata_version, connection)
+            operation = target.spec.operation(step.object, operation_name)
+            if operation is None:
+                raise FatalError(
+                    f"connector '{target.spec.id}' cannot {operation_name} '{step.object}'"
+                )
+        except UwfError as exc:
+            run.status, run.error, run.finished_at = "failed", _error(exc), utcnow()
+            await self._store.save_step(execution.id, owner, run)
+            return fail("failed", "connection", exc.message, connection=conn_name)
+
+        op_context = {**inputs, "step_key": step_key}
+        if run.status in ("sending", "outcome_unknown") and not operation.is_idempotent:
+            # The request may have reached the CRM before we lost track of it.
+            found = await self._verify(execution, owner, target, operation, op_context, run)
+            if isinstance(found, _Outcome):
+                return found
+            if found is not None:
+                self._done(run, context, step, found)
+                await self._store.save_step(execution.id, owner, run)
+                return None
+
+        retry = step.retry or connection.retry
+        run.attempts += 1
+        run.status, run.error, run.response, run.finished_at = "sending", None, None, None
+        run.request = {
+            "operation": operation_name,
+            "object": step.object,
+            "connection": conn_name,
+            "inputs": redact(inputs, target.credentials.secrets),
+        }
+        run.started_at = run.started_at or utcnow()
+        await self._store.save_step(execution.id, owner, run)
+        try:
+            result = await self._runtime.call(target, operation, op_context, value_maps)
+        except RetryableError as exc:
+            self._record_failure(run, exc)
+            if run.attempts >= retry.max_attempts:
+                run.status = "failed"
+                await self._store.save_step(execution.id, owner, run)
+                return fail(
+                    "dead",
+                    "retries_exhausted",
+                    f"gave up after {run.attempts} attempts: {exc.message}",
+                    status=exc.status,
+                )
+            run.status = "retrying"
+            await self._store.save_step(execution.id, owner, run)
+            delay = _backoff(retry, run.attempts, exc.retry_after)
+            await self._store.reschedule(
+                execution.id,
+                owner,
+                utcnow() + timedelta(seconds=delay),
+                {"type": "retrying", "message": exc.message, "step": step.id,
+                 "retry_in_seconds": round(delay, 3)},
+            )
+            return _Outcome("rescheduled")
+        except OutcomeUnknownError as exc:
+            self._record_failure(run, exc)
+            run.status = "outcome_unknown"
+            await self._store.save_step(execution.id, owner, run)
+            if operation.verify is not None and run.attempts < retry.max_attempts:
+                delay = _backoff(retry, run.attempts, None)
+                await self._store.reschedule(
+                    execution.id,
+                    owner,
+                    utcnow() + timedelta(seconds=delay),
+                    {"type": "verifying", "message": exc.message, "step": step.id},
+                )
+                return _Outcome("rescheduled")
+            return fail(
+                "dead",
+                "outcome_unknown",
+                f"{exc.message}; not re-sent, because sending it twice could write twice",
+                status=exc.status,
+            )
+        except ConnectorError as exc:
+            self._record_failure(run, exc)
+            run.status = "failed"
+            await self._store.save_step(execution.id, owner, run)
+            return fail("failed", "crm_error", exc.message, status=exc.status)
+
+        run.request, run.response = result.request, result.response
+        try:
+            self._done(run, context, step, result.result)
+        except UwfError as exc:
+            run.status, run.error, run.finished_at = "failed", _error(exc), utcnow()
+            await self._store.save_step(execution.id, owner, run)
+            return fail("failed", "result", exc.message)
+        await self._store.save_step(execution.id, owner, run)
+        return None
+
+    async def _verify(
+        self,
+        execution: Execution,
+        owner: str,
+        target: Target,
+        operation: OperationSpec,
+        op_context: dict[str, Any],
+        run: StepRun,
+    ) -> Any:
+        """Returns the found record, an `_Outcome` that ends the step, or None to send again."""
+        if operation.verify is None:
+            run.status, run.finished_at = "outcome_unknown", utcnow()
+            run.error = {
+                "type": "outcome_unknown",
+                "message": "the request may have been sent before a crash, and "
+                f"{target.spec.name} offers no way to check; not re-sent",
+            }
+            await self._store.save_step(execution.id, owner, run)
+            return _Outcome("dead", error={**run.error, "step": run.step_id})
+        try:
+            found, record = await self._runtime.verify(target, operation.verify, op_context)
+        except RetryableError as exc:
+            await self._store.reschedule(
+                execution.id,
+                owner,
+                utcnow() + timedelta(seconds=_backoff(RetrySpec(), run.attempts, exc.retry_after)),
+                {"type": "verifying", "message": exc.message, "step": run.step_id},
+            )
+            return _Outcome("rescheduled")
+        except ConnectorError as exc:
+            return _Outcome(
+                "dead",
+                error={"type": "outcome_unknown", "step": run.step_id,
+                       "message": f"could not check whether the write happened: {exc.message}"},
+            )
+        if found is None:
+            return None
+        run.response = {"verified": True, **record["response"]}
+        return found
+
+    def _done(self, run: StepRun, context: dict[str, Any], step: StepSpec, result: Any) -> None:
+        if step.type == "lookup":
+            matches = result if isinstance(result, list) else ([result] if result else [])
+            if not matches and step.required:
+                raise FatalError(
+                    f"no {step.object} matches {run.request['inputs']['criteria']}"
+                    if run.request else f"no {step.object} found"
+                )
+            result = matches[0] if matches else None
+        output = result
+        if step.output is not None:
+            output = {
+                name: compile_expression(expr).evaluate(result)
+                for name, expr in step.output.items()
+            }
+        run.status, run.output, run.error, run.finished_at = "succeeded", output, None, utcnow()
+        context["steps"][step.id] = output
+
+    @staticmethod
+    def _inputs(
+        step: StepSpec, context: dict[str, Any], value_maps: dict[str, ValueMap]
+    ) -> dict[str, Any]:
+        inputs: dict[str, Any] = {}
+        for name in _STEP_INPUTS:
+            if name not in type(step).model_fields:
+                continue
+            value = compile_value(getattr(step, name)).evaluate(context, value_maps)
+            if name in ("record_id", "owner_id") and value in (None, ""):
+                raise ExpressionError(f"{name} of step '{step.id}' evaluated to null")
+            if name == "fields" and isinstance(value, dict):
+                value = {k: v for k, v in value.items() if v is not None}
+            inputs[name] = value
+        return inputs
+
+    @staticmethod
+    def _record_failure(run: StepRun, exc: ConnectorError) -> None:
+        run.error = _error(exc)
+        run.request = exc.request or run.request
+        run.response = exc.response
+        run.finished_at = utcnow()
+
+
+def _error(exc: UwfError) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": type(exc).__name__, "message": exc.message}
+    status = getattr(exc, "status", None)
+    if status is not None:
+        error["status"] = status
+    return error
+
+
+def _backoff(policy: RetrySpec, attempt: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter; the CRM's Retry-After wins when it gave one."""
+    if retry_after is not None:
+        return min(retry_after, policy.max_delay_seconds)
+    ceiling = min(policy.max_delay_seconds, policy.initial_delay_seconds * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)

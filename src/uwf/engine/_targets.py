@@ -1,0 +1,65 @@
+"""Resolve a connection's metadata into a callable `Target` (base URL, credentials)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+from uwf.auth import SecretResolver, build_credentials
+from uwf.connectors import builtin_connectors
+from uwf.connectors.runtime import Target
+from uwf.errors import FatalError
+from uwf.metadata import ConnectionSpec
+
+__all__ = ["TargetResolver"]
+
+_INTERPOLATION = re.compile(r"\$\{([a-z_]+):([^}]*)\}")
+
+
+class TargetResolver:
+    """Builds and caches targets per (metadata version, connection)."""
+
+    def __init__(self, secrets: SecretResolver, sandbox_url: Callable[[str], str | None]) -> None:
+        self._secrets = secrets
+        self._sandbox_url = sandbox_url
+        self._cache: dict[tuple[int, str], Target] = {}
+
+    def resolve(self, version: int, connection: ConnectionSpec) -> Target:
+        key = (version, connection.name)
+        target = self._cache.get(key)
+        if target is None:
+            target = self._build(connection)
+            self._cache[key] = target
+        return target
+
+    def _build(self, connection: ConnectionSpec) -> Target:
+        spec = builtin_connectors().get(connection.connector)
+        if spec is None:
+            raise FatalError(f"unknown connector '{connection.connector}'")
+
+        def substitute(match: re.Match[str]) -> str:
+            scheme, value = match.group(1), match.group(2)
+            if scheme == "env":
+                found = os.environ.get(value)
+                if not found:
+                    raise FatalError(f"environment variable {value} is not set")
+                return found
+            url = self._sandbox_url(value)
+            if url is None:
+                raise FatalError(
+                    f"connection '{connection.name}' points at the built-in sandbox '{value}', "
+                    "which is not running in this process (start `uwf serve`)"
+                )
+            return url
+
+        base_url = _INTERPOLATION.sub(substitute, connection.base_url)
+        credentials = build_credentials(connection, spec, self._secrets)
+        return Target(
+            connection=connection.name,
+            base_url=base_url,
+            spec=spec,
+            credentials=credentials,
+            timeout_seconds=connection.timeout_seconds,
+            config=connection.config,
+        )

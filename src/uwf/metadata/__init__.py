@@ -1,0 +1,44 @@
+"""Metadata: tenants, connections, workflows and value maps, loaded from YAML and versioned."""
+
+from uwf.metadata._bundle import MetadataBundle
+from uwf.metadata._loader import Problem, check_bundle, load_directory, validate_directory
+from uwf.metadata._models import (
+    STEP_OPERATION,
+    AddCommentStep,
+    AssignStep,
+    ConnectionSpec,
+    CreateRecordStep,
+    Document,
+    LookupStep,
+    RetrySpec,
+    SecretRef,
+    StepSpec,
+    TenantSpec,
+    UpdateRecordStep,
+    ValueMapSpec,
+    WorkflowSpec,
+)
+from uwf.metadata._schema import metadata_json_schema
+
+__all__ = [
+    "STEP_OPERATION",
+    "AddCommentStep",
+    "AssignStep",
+    "ConnectionSpec",
+    "CreateRecordStep",
+    "Document",
+    "LookupStep",
+    "MetadataBundle",
+    "Problem",
+    "RetrySpec",
+    "SecretRef",
+    "StepSpec",
+    "TenantSpec",
+    "UpdateRecordStep",
+    "ValueMapSpec",
+    "WorkflowSpec",
+    "check_bundle",
+    "load_directory",
+    "metadata_json_schema",
+    "validate_directory",
+]

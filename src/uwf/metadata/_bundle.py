@@ -1,0 +1,87 @@
+"""A consistent set of metadata documents, as applied, versioned and executed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from uwf.mapping import ValueMap
+from uwf.metadata._models import (
+    ConnectionSpec,
+    Document,
+    TenantSpec,
+    ValueMapSpec,
+    WorkflowSpec,
+)
+
+__all__ = ["MetadataBundle"]
+
+_DOCUMENT = TypeAdapter(Document)
+_KIND_ORDER = {"tenant": 0, "connection": 1, "value_map": 2, "workflow": 3}
+
+
+@dataclass(frozen=True)
+class MetadataBundle:
+    """Every document of one metadata version, indexed for the engine and the API."""
+
+    documents: tuple[TenantSpec | ConnectionSpec | WorkflowSpec | ValueMapSpec, ...]
+    tenants: dict[str, TenantSpec] = field(init=False, repr=False)
+    connections: dict[str, ConnectionSpec] = field(init=False, repr=False)
+    workflows: dict[tuple[str, str], WorkflowSpec] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        docs = self.documents
+        object.__setattr__(self, "tenants", {d.name: d for d in docs if isinstance(d, TenantSpec)})
+        object.__setattr__(
+            self, "connections", {d.name: d for d in docs if isinstance(d, ConnectionSpec)}
+        )
+        object.__setattr__(
+            self,
+            "workflows",
+            {(d.tenant, d.name): d for d in docs if isinstance(d, WorkflowSpec)},
+        )
+
+    def workflow(self, tenant: str, name: str) -> WorkflowSpec | None:
+        return self.workflows.get((tenant, name))
+
+    def workflow_names(self, tenant: str) -> list[str]:
+        return sorted(name for (t, name) in self.workflows if t == tenant)
+
+    def value_maps_for(self, tenant: str) -> dict[str, ValueMap]:
+        """The value maps a tenant's expressions may use: shared ones, then its own."""
+        maps: dict[str, ValueMap] = {}
+        ordered = sorted(
+            (d for d in self.documents if isinstance(d, ValueMapSpec)),
+            key=lambda d: d.tenant is not None,
+        )
+        for doc in ordered:
+            if doc.tenant in (None, tenant):
+                maps[doc.name] = ValueMap(
+                    doc.name,
+                    {str(k): v for k, v in doc.values.items()},
+                    doc.default,
+                    doc.on_unmapped,
+                )
+        return maps
+
+    def to_document(self) -> dict[str, Any]:
+        """The JSON form stored in the Pipe DB, in a canonical order."""
+        docs = sorted(
+            self.documents,
+            key=lambda d: (_KIND_ORDER[d.kind], getattr(d, "tenant", "") or "", d.name),
+        )
+        return {"documents": [d.model_dump(mode="json", exclude_defaults=True) for d in docs]}
+
+    @cached_property
+    def digest(self) -> str:
+        canonical = json.dumps(self.to_document(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> MetadataBundle:
+        return cls(tuple(_DOCUMENT.validate_python(d) for d in document["documents"]))

@@ -1,0 +1,397 @@
+"""Load a metadata directory and report every problem with file, line, path and a hint."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from uwf.connectors import builtin_connectors
+from uwf.errors import ExpressionError, MetadataError
+from uwf.mapping import compile_expression, compile_value, referenced_value_maps
+from uwf.metadata._bundle import MetadataBundle
+from uwf.metadata._models import (
+    STEP_OPERATION,
+    AddCommentStep,
+    ApiTokenAuth,
+    AssignStep,
+    BasicAuth,
+    BearerAuth,
+    ConnectionSpec,
+    CreateRecordStep,
+    Document,
+    LookupStep,
+    TenantSpec,
+    UpdateRecordStep,
+    ValueMapSpec,
+    WorkflowSpec,
+)
+
+__all__ = ["Problem", "check_bundle", "load_directory", "validate_directory"]
+
+_DOCUMENT = TypeAdapter(Document)
+_MODELS_BY_TAG: dict[str, type[BaseModel]] = {
+    "tenant": TenantSpec,
+    "connection": ConnectionSpec,
+    "workflow": WorkflowSpec,
+    "value_map": ValueMapSpec,
+    "lookup": LookupStep,
+    "update_record": UpdateRecordStep,
+    "create_record": CreateRecordStep,
+    "add_comment": AddCommentStep,
+    "assign": AssignStep,
+    "api_token": ApiTokenAuth,
+    "basic": BasicAuth,
+    "bearer": BearerAuth,
+}
+_STEP_REFERENCE = re.compile(r"\bsteps\.([a-z_][a-z0-9_]*)")
+_INTERPOLATION = re.compile(r"\$\{([a-z_]+):([^}]*)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the metadata, located as precisely as we can."""
+
+    file: str
+    path: str
+    message: str
+    hint: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        text = f"{where}: {self.path or '(document)'}: {self.message}"
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "path": self.path,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    file: str
+    node: yaml.Node | None
+
+    def line(self, path: tuple[str | int, ...]) -> int | None:
+        node = self.node
+        best = node.start_mark.line + 1 if node is not None else None
+        for key in path:
+            if isinstance(node, yaml.MappingNode):
+                node = next((v for k, v in node.value if k.value == key), None)
+            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+                node = node.value[key] if key < len(node.value) else None
+            else:
+                node = None
+            if node is None:
+                break
+            best = node.start_mark.line + 1
+        return best
+
+
+def _format_path(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _known(names: Iterable[str]) -> str:
+    listed = sorted(set(names))
+    return "known: " + (", ".join(listed) if listed else "none")
+
+
+def validate_directory(directory: Path) -> tuple[MetadataBundle | None, list[Problem]]:
+    """Read every `*.yaml`/`*.yml` below `directory`; return the bundle or the problems."""
+    if not directory.is_dir():
+        return None, [Problem(str(directory), "", "not a directory")]
+    files = sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml"))
+    if not files:
+        return None, [Problem(str(directory), "", "no .yaml or .yml files found")]
+    problems: list[Problem] = []
+    documents: list[Any] = []
+    origins: dict[int, _Origin] = {}
+    for file in files:
+        name = str(file.relative_to(directory))
+        try:
+            text = file.read_text(encoding="utf-8")
+            nodes = list(yaml.compose_all(text))
+            datas = list(yaml.safe_load_all(text))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            problems.append(Problem(name, "", f"not valid YAML: {exc}".splitlines()[0], line=line))
+            continue
+        for node, data in zip(nodes, datas, strict=True):
+            if data is None:
+                continue
+            origin = _Origin(name, node)
+            doc = _parse_document(data, origin, problems)
+            if doc is not None:
+                origins[id(doc)] = origin
+                documents.append(doc)
+    if problems:
+        return None, problems
+    bundle = MetadataBundle(tuple(documents))
+    problems = check_bundle(bundle, lambda doc: origins.get(id(doc)))
+    return (None, problems) if problems else (bundle, [])
+
+
+def load_directory(directory: Path) -> MetadataBundle:
+    """Like `validate_directory`, but raise `MetadataError` listing every problem."""
+    bundle, problems = validate_directory(directory)
+    if bundle is None:
+        raise MetadataError(
+            f"{len(problems)} problem(s) in {directory}:\n" + "\n".join(map(str, problems)),
+            problems=problems,
+        )
+    return bundle
+
+
+def _parse_document(data: Any, origin: _Origin, problems: list[Problem]) -> Any:
+    if not isinstance(data, dict):
+        problems.append(Problem(origin.file, "", "a document must be a mapping with a `kind`"))
+        return None
+    if "kind" not in data:
+        problems.append(
+            Problem(origin.file, "", "missing `kind`", _known(_DOCUMENT_KINDS), origin.line(()))
+        )
+        return None
+    try:
+        return _DOCUMENT.validate_python(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            path = _clean_location(data, error["loc"])
+            problems.append(
+                Problem(
+                    origin.file,
+                    _format_path(path),
+                    _message(error),
+                    _hint(data, path, error),
+                    origin.line(path),
+                )
+            )
+        return None
+
+
+_DOCUMENT_KINDS = ("tenant", "connection", "workflow", "value_map")
+
+
+def _clean_location(data: Any, loc: tuple[Any, ...]) -> tuple[str | int, ...]:
+    """Drop pydantic's union-tag entries, so the path matches the YAML the user wrote."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        if (
+            isinstance(node, dict)
+            and part not in node
+            and part
+            in (
+                node.get("kind"),
+                node.get("type"),
+            )
+        ):
+            continue
+        path.append(part)
+        node = (
+            node.get(part)
+            if isinstance(node, dict)
+            else (
+                node[part]
+                if isinstance(node, list) and isinstance(part, int) and part < len(node)
+                else None
+            )
+        )
+    return tuple(path)
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "union_tag_invalid":
+        ctx = error.get("ctx", {})
+        return f"unknown {ctx.get('discriminator', 'tag').strip(chr(39))} {ctx.get('tag')!r}"
+    if kind == "missing":
+        return "required field is missing"
+    return str(error["msg"])
+
+
+def _hint(data: Any, path: tuple[str | int, ...], error: Any) -> str | None:
+    kind = error["type"]
+    if kind == "union_tag_invalid":
+        return f"expected one of {error.get('ctx', {}).get('expected_tags')}"
+    if kind in ("extra_forbidden", "missing"):
+        parent: Any = data
+        for part in path[:-1]:
+            parent = parent[part] if isinstance(parent, dict | list) else None
+        tag = parent.get("kind") or parent.get("type") if isinstance(parent, dict) else None
+        model = _MODELS_BY_TAG.get(tag) if isinstance(tag, str) else None
+        if model is not None:
+            return "fields: " + ", ".join(model.model_fields)
+    return None
+
+
+def check_bundle(bundle: MetadataBundle, origin_of: Any = lambda doc: None) -> list[Problem]:
+    """Cross-document checks: references resolve, expressions compile, schemas are schemas."""
+    problems: list[Problem] = []
+
+    def report(
+        doc: Any, path: tuple[str | int, ...], message: str, hint: str | None = None
+    ) -> None:
+        origin = origin_of(doc)
+        file = origin.file if origin else f"{doc.kind} {doc.name}"
+        line = origin.line(path) if origin else None
+        problems.append(Problem(file, _format_path(path), message, hint, line))
+
+    seen: dict[tuple[str, ...], Any] = {}
+    for doc in bundle.documents:
+        key = (doc.kind, getattr(doc, "tenant", None) or "", doc.name)
+        if doc.kind in ("tenant", "connection"):
+            key = (doc.kind, doc.name)
+        if key in seen:
+            report(doc, ("name",), f"duplicate {doc.kind} '{doc.name}'")
+        seen[key] = doc
+
+    connectors = builtin_connectors()
+    for conn in bundle.connections.values():
+        if conn.tenant not in bundle.tenants:
+            report(conn, ("tenant",), f"unknown tenant '{conn.tenant}'", _known(bundle.tenants))
+        connector = connectors.get(conn.connector)
+        if connector is None:
+            report(
+                conn, ("connector",), f"unknown connector '{conn.connector}'", _known(connectors)
+            )
+        elif conn.auth.type not in connector.auth:
+            report(
+                conn,
+                ("auth", "type"),
+                f"connector '{conn.connector}' does not support auth '{conn.auth.type}'",
+                _known(connector.auth),
+            )
+        for scheme, value in _INTERPOLATION.findall(conn.base_url):
+            if scheme not in ("sandbox", "env"):
+                report(
+                    conn,
+                    ("base_url",),
+                    f"unknown interpolation ${{{scheme}:…}}",
+                    "known: ${sandbox:<crm>}, ${env:<NAME>}",
+                )
+            elif scheme == "sandbox" and value not in connectors:
+                report(conn, ("base_url",), f"no built-in sandbox '{value}'", _known(connectors))
+        bare = _INTERPOLATION.sub("http://x", conn.base_url)
+        if not bare.startswith(("http://", "https://")):
+            report(conn, ("base_url",), "base_url must be an http(s) URL")
+
+    for vmap in (d for d in bundle.documents if isinstance(d, ValueMapSpec)):
+        if vmap.tenant is not None and vmap.tenant not in bundle.tenants:
+            report(vmap, ("tenant",), f"unknown tenant '{vmap.tenant}'", _known(bundle.tenants))
+
+    for wf in bundle.workflows.values():
+        _check_workflow(bundle, wf, report)
+    return problems
+
+
+def _check_workflow(bundle: MetadataBundle, wf: WorkflowSpec, report: Any) -> None:
+    if wf.tenant not in bundle.tenants:
+        report(wf, ("tenant",), f"unknown tenant '{wf.tenant}'", _known(bundle.tenants))
+    tenant_connections = [c.name for c in bundle.connections.values() if c.tenant == wf.tenant]
+    try:
+        jsonschema.Draft202012Validator.check_schema(wf.input_schema)
+    except jsonschema.SchemaError as exc:
+        path = ("input_schema", *exc.path)
+        report(wf, path, f"not a valid JSON Schema: {exc.message}")
+    value_maps = bundle.value_maps_for(wf.tenant)
+    earlier: list[str] = []
+    for index, step in enumerate(wf.steps):
+        base: tuple[str | int, ...] = ("steps", index)
+        if step.id in earlier:
+            report(wf, (*base, "id"), f"duplicate step id '{step.id}'")
+        conn_name = step.connection or wf.connection
+        conn = bundle.connections.get(conn_name)
+        conn_path = (*base, "connection") if step.connection else ("connection",)
+        if conn is None or conn.tenant != wf.tenant:
+            report(
+                wf,
+                conn_path,
+                f"unknown connection '{conn_name}' for tenant '{wf.tenant}'",
+                _known(tenant_connections),
+            )
+        else:
+            connector = builtin_connectors().get(conn.connector)
+            if connector is not None:
+                obj = connector.objects.get(step.object)
+                op = STEP_OPERATION[step.type]
+                if obj is None:
+                    report(
+                        wf,
+                        (*base, "object"),
+                        f"connector '{connector.id}' has no object '{step.object}'",
+                        _known(connector.objects),
+                    )
+                elif op not in obj.operations:
+                    report(
+                        wf,
+                        (*base, "type"),
+                        f"object '{step.object}' of connector '{connector.id}' does not "
+                        f"support {step.type}",
+                        _known(obj.operations),
+                    )
+        for name, value in step.model_dump(exclude_none=True).items():
+            if name in ("id", "type", "object", "connection", "retry", "required", "public"):
+                continue
+            _check_value(
+                wf, (*base, name), value, earlier, value_maps, report, condition=(name == "when")
+            )
+        earlier.append(step.id)
+    if wf.output is not None:
+        _check_value(wf, ("output",), wf.output, earlier, value_maps, report)
+
+
+def _check_value(
+    wf: WorkflowSpec,
+    path: tuple[str | int, ...],
+    value: Any,
+    earlier: list[str],
+    value_maps: dict[str, Any],
+    report: Any,
+    *,
+    condition: bool = False,
+) -> None:
+    if isinstance(value, dict) and not condition:
+        for key, member in value.items():
+            _check_value(wf, (*path, key), member, earlier, value_maps, report)
+        return
+    try:
+        if condition:
+            compiled_sources = [compile_expression(value).source]
+            names: set[str] = set()
+        else:
+            compiled = compile_value(value)
+            compiled_sources = [e.source for e in compiled.expressions()]
+            names = referenced_value_maps(compiled)
+    except ExpressionError as exc:
+        report(wf, path, exc.message)
+        return
+    for source in compiled_sources:
+        for ref in _STEP_REFERENCE.findall(source):
+            if ref not in earlier:
+                report(
+                    wf,
+                    path,
+                    f"`steps.{ref}` does not name an earlier step",
+                    "earlier steps: " + (", ".join(earlier) or "none"),
+                )
+    for name in sorted(names - set(value_maps)):
+        report(wf, path, f"unknown value map '{name}'", _known(value_maps))

@@ -1,0 +1,208 @@
+"""Pydantic models of every metadata document: tenant, connection, workflow, value map.
+
+A metadata directory holds YAML documents, each with a `kind`. Together they form a
+`MetadataBundle`; applying one stores an immutable, numbered version in the Pipe DB.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "AddCommentStep",
+    "ApiTokenAuth",
+    "AssignStep",
+    "AuthSpec",
+    "BasicAuth",
+    "BearerAuth",
+    "ConnectionSpec",
+    "CreateRecordStep",
+    "Document",
+    "LookupStep",
+    "RetrySpec",
+    "SecretRef",
+    "StepSpec",
+    "TenantSpec",
+    "UpdateRecordStep",
+    "ValueMapSpec",
+    "WorkflowSpec",
+]
+
+TENANT_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+CONNECTION_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+WORKFLOW_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+STEP_ID = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Doc):
+    """Where a secret comes from. Secrets are never written in metadata itself.
+
+    Example:
+        `{env: ACME_ZENDESK_TOKEN}` or, for the built-in sandboxes, `{sandbox: zendesk,
+        field: api_token}`.
+    """
+
+    env: str | None = Field(default=None, description="Name of an environment variable")
+    sandbox: str | None = Field(default=None, description="A built-in sandbox's dev credentials")
+    field: str | None = Field(default=None, description="With `sandbox`: which credential")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.sandbox is None):
+            raise ValueError("give exactly one of `env` or `sandbox`")
+        if self.sandbox is not None and self.field is None:
+            raise ValueError("`sandbox` needs `field` (e.g. api_token)")
+        return self
+
+
+class ApiTokenAuth(_Doc):
+    """An agent's email and API token (Zendesk: Basic `email/token:api_token`)."""
+
+    type: Literal["api_token"]
+    email: str
+    token: SecretRef
+
+
+class BasicAuth(_Doc):
+    type: Literal["basic"]
+    username: str
+    password: SecretRef
+
+
+class BearerAuth(_Doc):
+    type: Literal["bearer"]
+    token: SecretRef
+
+
+AuthSpec = Annotated[ApiTokenAuth | BasicAuth | BearerAuth, Field(discriminator="type")]
+
+
+class RetrySpec(_Doc):
+    """How often and how patiently a step is retried after a retryable error."""
+
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    initial_delay_seconds: float = Field(default=1.0, ge=0, le=3600)
+    max_delay_seconds: float = Field(default=300.0, ge=0, le=86400)
+
+
+class TenantSpec(_Doc):
+    kind: Literal["tenant"]
+    name: str = Field(pattern=TENANT_NAME)
+    display_name: str | None = None
+    description: str | None = None
+
+
+class ConnectionSpec(_Doc):
+    """A tenant's account on one CRM."""
+
+    kind: Literal["connection"]
+    name: str = Field(pattern=CONNECTION_NAME)
+    tenant: str
+    connector: str = Field(description="Connector id, e.g. zendesk")
+    base_url: str = Field(
+        description="The CRM's base URL; `${sandbox:zendesk}` names a built-in sandbox, "
+        "`${env:NAME}` an environment variable"
+    )
+    auth: AuthSpec
+    config: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+
+
+class ValueMapSpec(_Doc):
+    """A translation table, e.g. P1..P4 → urgent/high/normal/low."""
+
+    kind: Literal["value_map"]
+    name: str = Field(pattern=WORKFLOW_NAME)
+    tenant: str | None = Field(default=None, description="Omit for a map every tenant may use")
+    values: dict[str, Any]
+    default: Any = None
+    on_unmapped: Literal["error", "passthrough", "default"] = "error"
+
+
+class _Step(_Doc):
+    id: str = Field(pattern=STEP_ID)
+    when: str | None = Field(default=None, description="JMESPath; the step is skipped when false")
+    connection: str | None = Field(default=None, description="Default: the workflow's")
+    output: dict[str, str] | None = Field(
+        default=None, description="Named JMESPath extractions over the step's result"
+    )
+    retry: RetrySpec | None = None
+
+
+class LookupStep(_Step):
+    """Find one record, e.g. a user by email; outputs the record."""
+
+    type: Literal["lookup"]
+    object: str
+    criteria: dict[str, Any]
+    required: bool = Field(default=True, description="Fail when nothing matches")
+
+
+class UpdateRecordStep(_Step):
+    type: Literal["update_record"]
+    object: str
+    record_id: Any
+    fields: dict[str, Any]
+
+
+class CreateRecordStep(_Step):
+    type: Literal["create_record"]
+    object: str
+    fields: dict[str, Any]
+
+
+class AddCommentStep(_Step):
+    type: Literal["add_comment"]
+    object: str
+    record_id: Any
+    body: str
+    public: bool = False
+
+
+class AssignStep(_Step):
+    type: Literal["assign"]
+    object: str
+    record_id: Any
+    owner_id: Any
+
+
+StepSpec = Annotated[
+    LookupStep | UpdateRecordStep | CreateRecordStep | AddCommentStep | AssignStep,
+    Field(discriminator="type"),
+]
+
+
+class WorkflowSpec(_Doc):
+    """A business action: its input schema and the steps that carry it out."""
+
+    kind: Literal["workflow"]
+    name: str = Field(pattern=WORKFLOW_NAME)
+    tenant: str
+    description: str | None = None
+    connection: str
+    input_schema: dict[str, Any] = Field(description="JSON Schema (2020-12) of the input")
+    steps: list[StepSpec] = Field(min_length=1)
+    output: dict[str, Any] | None = Field(
+        default=None, description="The execution's output; default: each step's output"
+    )
+
+
+Document = Annotated[
+    TenantSpec | ConnectionSpec | WorkflowSpec | ValueMapSpec, Field(discriminator="kind")
+]
+
+# The operation each step type runs on its connector.
+STEP_OPERATION: dict[str, str] = {
+    "lookup": "lookup",
+    "update_record": "update",
+    "create_record": "create",
+    "add_comment": "add_comment",
+    "assign": "assign",
+}

@@ -1,0 +1,82 @@
+"""Assemble a running UWF: the Pipe DB, the metadata, the executor and the sandboxes' address."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from uwf.auth import env_or_sandbox_resolver
+from uwf.engine import Executor
+from uwf.metadata import load_directory
+from uwf.sandboxes import SANDBOXES, sandbox_credentials
+from uwf.settings import Settings
+from uwf.store import Store
+
+__all__ = ["Service", "default_metadata_dir"]
+
+log = structlog.get_logger("uwf")
+
+
+def default_metadata_dir(settings: Settings) -> Path | None:
+    if settings.metadata_dir is not None:
+        return settings.metadata_dir
+    candidate = Path("examples/metadata")
+    return candidate if candidate.is_dir() else None
+
+
+@dataclass
+class Service:
+    """Everything a process of UWF runs with; `start` it, then `stop` it."""
+
+    settings: Settings
+    store: Store
+    executor: Executor | None
+
+    @classmethod
+    async def start(
+        cls, settings: Settings, *, worker: bool = True, sandbox_base: str | None = None
+    ) -> Service:
+        """Open the Pipe DB (migrating it), apply the first metadata, start the worker.
+
+        `sandbox_base` is where the built-in sandboxes are reached (`…/sandbox`); None when
+        this process does not serve them.
+        """
+        settings.home.mkdir(parents=True, exist_ok=True)
+        store = await Store.open(settings.resolved_database_url)
+        if await store.active_metadata() is None:
+            directory = default_metadata_dir(settings)
+            if directory is not None:
+                version, _ = await store.apply_metadata(
+                    load_directory(directory), f"first start: {directory}"
+                )
+                log.info("metadata applied", version=version, source=str(directory))
+        executor = None
+        if worker:
+            executor = make_executor(settings, store, sandbox_base)
+            await executor.start()
+        return cls(settings, store, executor)
+
+    async def stop(self) -> None:
+        if self.executor is not None:
+            await self.executor.stop()
+        await self.store.close()
+
+
+def make_executor(settings: Settings, store: Store, sandbox_base: str | None) -> Executor:
+    home = settings.home
+
+    def sandbox_url(crm: str) -> str | None:
+        if sandbox_base is None or crm not in SANDBOXES:
+            return None
+        return f"{sandbox_base.rstrip('/')}/{crm}"
+
+    return Executor(
+        store,
+        secrets=env_or_sandbox_resolver(lambda crm: sandbox_credentials(home, crm)),
+        sandbox_url=sandbox_url,
+        concurrency=settings.worker_concurrency,
+        lease_seconds=settings.lease_seconds,
+        poll_interval=settings.poll_interval,
+    )

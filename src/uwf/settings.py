@@ -1,0 +1,77 @@
+"""Settings from the environment (prefix `UWF_`), with the embedded default for everything."""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Process settings. Every field can be set as `UWF_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="UWF_", extra="ignore")
+
+    home: Path = Field(default=Path(".uwf"), description="Where the embedded default keeps state")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite at $UWF_HOME/uwf.db"
+    )
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = Field(
+        default=None, description="How UWF is reached from outside; default http://host:port"
+    )
+    admin_key: SecretStr | None = None
+    metadata_dir: Path | None = Field(
+        default=None, description="Metadata applied on first start; default examples/metadata"
+    )
+    worker_concurrency: int = Field(default=16, ge=1, le=1024)
+    lease_seconds: float = Field(default=30.0, gt=1)
+    poll_interval: float = Field(default=0.5, gt=0)
+    log_level: str = "info"
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return normalise_database_url(self.database_url)
+        return f"sqlite+aiosqlite:///{(self.home / 'uwf.db').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def ensure_admin_key(self) -> tuple[str, bool]:
+        """Return the admin key and whether it was generated just now.
+
+        An unset `UWF_ADMIN_KEY` means: generate one on first start, keep it under `UWF_HOME`
+        (readable by the owner only) and show it once.
+        """
+        if self.admin_key is not None:
+            return self.admin_key.get_secret_value(), False
+        path = self.home / "admin.key"
+        if path.exists():
+            return path.read_text().strip(), False
+        self.home.mkdir(parents=True, exist_ok=True)
+        key = "uwf_admin_" + secrets.token_urlsafe(32)
+        path.touch(mode=0o600)
+        path.write_text(key + "\n")
+        return key, True
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the URLs people paste (`postgresql://…`) and pick the async driver for them."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    return url
+
+
+def get_settings() -> Settings:
+    return Settings()

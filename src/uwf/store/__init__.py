@@ -1,0 +1,19 @@
+"""The Pipe DB: metadata versions, executions (which are the queue), the step ledger."""
+
+from uwf.store._db import create_engine, new_id, upgrade, utcnow
+from uwf.store._repo import Execution, LeaseLostError, StepRun, Store
+from uwf.store._tables import EXECUTION_STATUSES, FINAL_STATUSES, STEP_STATUSES
+
+__all__ = [
+    "EXECUTION_STATUSES",
+    "FINAL_STATUSES",
+    "STEP_STATUSES",
+    "Execution",
+    "LeaseLostError",
+    "StepRun",
+    "Store",
+    "create_engine",
+    "new_id",
+    "upgrade",
+    "utcnow",
+]

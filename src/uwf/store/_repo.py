@@ -1,0 +1,428 @@
+"""Repository over the Pipe DB: metadata versions, executions (the queue) and the step ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from uwf.errors import ConflictError
+from uwf.metadata import MetadataBundle
+from uwf.store._db import create_engine, new_id, upgrade, utcnow
+from uwf.store._tables import (
+    FINAL_STATUSES,
+    executions,
+    idempotency_keys,
+    metadata_versions,
+    step_runs,
+)
+
+__all__ = ["Execution", "LeaseLostError", "StepRun", "Store"]
+
+
+class LeaseLostError(Exception):
+    """This worker no longer holds the execution's lease; another one may be running it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    id: str
+    tenant: str
+    workflow: str
+    metadata_version: int
+    status: str
+    input: dict[str, Any]
+    output: Any
+    error: dict[str, Any] | None
+    idempotency_key: str | None
+    due_at: datetime
+    lease_owner: str | None
+    claims: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> Execution:
+        m = row._mapping
+        return cls(**{name: m[name] for name in cls.__slots__})
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+@dataclass(slots=True)
+class StepRun:
+    """One step's entry in the ledger. Written before a request leaves and after it returns."""
+
+    step_id: str
+    position: int
+    status: str
+    attempts: int = 0
+    request: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    started_at: datetime = field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> StepRun:
+        m = row._mapping
+        return cls(**{name: m[name] for name in cls.__slots__})
+
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class Store:
+    """The Pipe DB. Every method is one short transaction; none is held across a CRM call."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._bundles: dict[int, MetadataBundle] = {}
+
+    @classmethod
+    async def open(cls, url: str, *, migrate: bool = True) -> Store:
+        engine = create_engine(url)
+        if migrate:
+            await upgrade(engine)
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    async def apply_metadata(self, bundle: MetadataBundle, source: str) -> tuple[int, bool]:
+        """Store `bundle` as a new immutable version, unless it equals an existing one.
+
+        Returns the version and whether it was created now. Re-applying an older version's
+        content makes a new version with that content, so "latest" is always what was applied.
+        """
+        document = bundle.to_document()
+        async with self.engine.begin() as conn:
+            latest = (
+                await conn.execute(
+                    sa.select(metadata_versions.c.version, metadata_versions.c.digest)
+                    .order_by(metadata_versions.c.version.desc())
+                    .limit(1)
+                )
+            ).first()
+            if latest is not None and latest.digest == bundle.digest:
+                return int(latest.version), False
+            result = await conn.execute(
+                sa.insert(metadata_versions)
+                .values(digest=bundle.digest, document=document, source=source, created_at=utcnow())
+                .returning(metadata_versions.c.version)
+            )
+            version = int(result.scalar_one())
+        self._bundles[version] = bundle
+        return version, True
+
+    async def active_metadata(self) -> tuple[int, MetadataBundle] | None:
+        async with self.engine.connect() as conn:
+            version = (
+                await conn.execute(sa.select(sa.func.max(metadata_versions.c.version)))
+            ).scalar()
+        if version is None:
+            return None
+        bundle = await self.metadata(int(version))
+        assert bundle is not None
+        return int(version), bundle
+
+    async def metadata(self, version: int) -> MetadataBundle | None:
+        """The bundle of one version; versions are immutable, so they are cached."""
+        if version in self._bundles:
+            return self._bundles[version]
+        async with self.engine.connect() as conn:
+            document = (
+                await conn.execute(
+                    sa.select(metadata_versions.c.document).where(
+                        metadata_versions.c.version == version
+                    )
+                )
+            ).scalar()
+        if document is None:
+            return None
+        bundle = MetadataBundle.from_document(document)
+        self._bundles[version] = bundle
+        return bundle
+
+    async def metadata_versions(self) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(
+                    metadata_versions.c.version,
+                    metadata_versions.c.digest,
+                    metadata_versions.c.source,
+                    metadata_versions.c.created_at,
+                ).order_by(metadata_versions.c.version)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    # -- executions -------------------------------------------------------------------------
+
+    async def create_execution(
+        self,
+        *,
+        tenant: str,
+        workflow: str,
+        metadata_version: int,
+        input: dict[str, Any],
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> tuple[Execution, bool]:
+        """Persist a queued execution. With an idempotency key, a repeat returns the first one.
+
+        Raises:
+            ConflictError: the key was used before with a different request.
+        """
+        now = utcnow()
+        values = {
+            "id": new_id(),
+            "tenant": tenant,
+            "workflow": workflow,
+            "metadata_version": metadata_version,
+            "status": "queued",
+            "input": input,
+            "idempotency_key": idempotency_key,
+            "due_at": now,
+            "claims": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        if idempotency_key is not None:
+            existing = await self._by_idempotency_key(tenant, idempotency_key, request_hash)
+            if existing is not None:
+                return existing, False
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(sa.insert(executions).values(values))
+                if idempotency_key is not None:
+                    await conn.execute(
+                        sa.insert(idempotency_keys).values(
+                            tenant=tenant,
+                            key=idempotency_key,
+                            request_hash=request_hash or "",
+                            execution_id=values["id"],
+                            created_at=now,
+                        )
+                    )
+        except IntegrityError:
+            # Two requests with the same key raced; the other one won.
+            if idempotency_key is None:
+                raise
+            existing = await self._by_idempotency_key(tenant, idempotency_key, request_hash)
+            if existing is None:
+                raise
+            return existing, False
+        created = await self.get_execution(values["id"])
+        assert created is not None
+        return created, True
+
+    async def _by_idempotency_key(
+        self, tenant: str, key: str, request_hash: str | None
+    ) -> Execution | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(idempotency_keys).where(
+                        idempotency_keys.c.tenant == tenant, idempotency_keys.c.key == key
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        if row.request_hash != (request_hash or ""):
+            raise ConflictError(
+                f"Idempotency-Key '{key}' was already used with a different request "
+                f"(execution {row.execution_id}); use a new key for a new request",
+                execution_id=row.execution_id,
+            )
+        return await self.get_execution(row.execution_id)
+
+    async def get_execution(self, execution_id: str, tenant: str | None = None) -> Execution | None:
+        query = sa.select(executions).where(executions.c.id == execution_id)
+        if tenant is not None:
+            query = query.where(executions.c.tenant == tenant)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else Execution.from_row(row)
+
+    async def list_executions(
+        self,
+        *,
+        tenant: str | None = None,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Execution], str | None]:
+        """Newest first. Returns a page and the cursor of the next page (None at the end)."""
+        query = sa.select(executions).order_by(executions.c.id.desc()).limit(limit + 1)
+        if tenant is not None:
+            query = query.where(executions.c.tenant == tenant)
+        if status is not None:
+            query = query.where(executions.c.status == status)
+        if workflow is not None:
+            query = query.where(executions.c.workflow == workflow)
+        if cursor is not None:
+            query = query.where(executions.c.id < cursor)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        page = [Execution.from_row(r) for r in rows[:limit]]
+        return page, (page[-1].id if len(rows) > limit else None)
+
+    async def count_executions(self) -> int:
+        async with self.engine.connect() as conn:
+            return int(
+                (
+                    await conn.execute(sa.select(sa.func.count()).select_from(executions))
+                ).scalar_one()
+            )
+
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Execution]:
+        """Take up to `limit` due executions whose lease is free or expired.
+
+        One statement: on PostgreSQL the inner SELECT locks with SKIP LOCKED, so concurrent
+        workers never claim the same row; SQLite serialises writers anyway.
+        """
+        now = utcnow()
+        due = (
+            sa.select(executions.c.id)
+            .where(
+                executions.c.status.in_(("queued", "running")),
+                executions.c.due_at <= now,
+                sa.or_(
+                    executions.c.lease_expires_at.is_(None),
+                    executions.c.lease_expires_at < now,
+                ),
+            )
+            .order_by(executions.c.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            sa.update(executions)
+            .where(executions.c.id.in_(due.scalar_subquery()))
+            .values(
+                status="running",
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                claims=executions.c.claims + 1,
+                started_at=sa.func.coalesce(executions.c.started_at, now),
+                updated_at=now,
+            )
+            .returning(*executions.c)
+        )
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return sorted((Execution.from_row(r) for r in rows), key=lambda e: e.due_at)
+
+    async def extend_leases(self, owner: str, ids: list[str], lease_seconds: float) -> set[str]:
+        """Heartbeat: push the leases forward; returns the ids this owner still holds."""
+        if not ids:
+            return set()
+        async with self.engine.begin() as conn:
+            rows = await conn.execute(
+                sa.update(executions)
+                .where(executions.c.id.in_(ids), executions.c.lease_owner == owner)
+                .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+                .returning(executions.c.id)
+            )
+            return {r.id for r in rows}
+
+    async def step_runs(self, execution_id: str) -> list[StepRun]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(step_runs)
+                .where(step_runs.c.execution_id == execution_id)
+                .order_by(step_runs.c.position)
+            )
+            return [StepRun.from_row(r) for r in rows]
+
+    async def save_step(self, execution_id: str, owner: str, run: StepRun) -> None:
+        """Write a ledger entry, fenced by the lease: a worker that lost it writes nothing."""
+        async with self.engine.begin() as conn:
+            await self._fence(conn, execution_id, owner)
+            values = run.values()
+            updated = await conn.execute(
+                sa.update(step_runs)
+                .where(
+                    step_runs.c.execution_id == execution_id,
+                    step_runs.c.step_id == run.step_id,
+                )
+                .values(values)
+            )
+            if updated.rowcount == 0:
+                await conn.execute(sa.insert(step_runs).values(execution_id=execution_id, **values))
+
+    async def reschedule(
+        self, execution_id: str, owner: str, due_at: datetime, error: dict[str, Any] | None
+    ) -> None:
+        """Give the lease back until `due_at` (a retry later), keeping status `running`."""
+        async with self.engine.begin() as conn:
+            await self._fence(conn, execution_id, owner)
+            await conn.execute(
+                sa.update(executions)
+                .where(executions.c.id == execution_id)
+                .values(
+                    due_at=due_at,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    error=error,
+                    updated_at=utcnow(),
+                )
+            )
+
+    async def finish(
+        self,
+        execution_id: str,
+        owner: str,
+        status: str,
+        *,
+        output: Any = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        assert status in FINAL_STATUSES
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            await self._fence(conn, execution_id, owner)
+            await conn.execute(
+                sa.update(executions)
+                .where(executions.c.id == execution_id)
+                .values(
+                    status=status,
+                    output=output,
+                    error=error,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                    finished_at=now,
+                )
+            )
+
+    @staticmethod
+    async def _fence(conn: AsyncConnection, execution_id: str, owner: str) -> None:
+        held = await conn.execute(
+            sa.update(executions)
+            .where(
+                executions.c.id == execution_id,
+                executions.c.lease_owner == owner,
+                executions.c.status == "running",
+            )
+            .values(updated_at=utcnow())
+        )
+        if held.rowcount != 1:
+            raise LeaseLostError(f"lease on execution {execution_id} is no longer held by {owner}")

@@ -1,0 +1,140 @@
+"""The Pipe DB schema (SQLAlchemy Core). Alembic migrations under `migrations/` create it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+__all__ = [
+    "EXECUTION_STATUSES",
+    "FINAL_STATUSES",
+    "STEP_STATUSES",
+    "UtcDateTime",
+    "executions",
+    "idempotency_keys",
+    "meta",
+    "metadata_versions",
+    "step_runs",
+]
+
+EXECUTION_STATUSES = ("queued", "running", "succeeded", "failed", "dead", "cancelled")
+FINAL_STATUSES = frozenset({"succeeded", "failed", "dead", "cancelled"})
+# `sending`: the request may have left; a step found in this state after a crash is checked
+# before it is sent again. `outcome_unknown`: no way to check; never re-sent blindly.
+STEP_STATUSES = ("sending", "succeeded", "skipped", "failed", "retrying", "outcome_unknown")
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the Pipe DB")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+meta = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+metadata_versions = sa.Table(
+    "metadata_versions",
+    meta,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("document", JSONType, nullable=False),
+    sa.Column("source", sa.String(1000), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+executions = sa.Table(
+    "executions",
+    meta,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant", sa.String(63), nullable=False),
+    sa.Column("workflow", sa.String(63), nullable=False),
+    sa.Column(
+        "metadata_version",
+        sa.Integer,
+        sa.ForeignKey("metadata_versions.version"),
+        nullable=False,
+    ),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("input", JSONType, nullable=False),
+    sa.Column("output", JSONType),
+    sa.Column("error", JSONType),
+    sa.Column("idempotency_key", sa.String(255)),
+    sa.Column("due_at", UtcDateTime, nullable=False),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_expires_at", UtcDateTime),
+    sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("started_at", UtcDateTime),
+    sa.Column("finished_at", UtcDateTime),
+    sa.CheckConstraint(
+        "status IN ('queued', 'running', 'succeeded', 'failed', 'dead', 'cancelled')",
+        name="status",
+    ),
+    sa.Index(None, "status", "due_at"),
+    sa.Index(None, "tenant", "id"),
+)
+
+step_runs = sa.Table(
+    "step_runs",
+    meta,
+    sa.Column(
+        "execution_id",
+        sa.String(36),
+        sa.ForeignKey("executions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("step_id", sa.String(63), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("request", JSONType),
+    sa.Column("response", JSONType),
+    sa.Column("output", JSONType),
+    sa.Column("error", JSONType),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    meta,
+    sa.Column("tenant", sa.String(63), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column(
+        "execution_id",
+        sa.String(36),
+        sa.ForeignKey("executions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
