@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import structlog
 
@@ -20,11 +21,14 @@ from uwf.auth import SecretResolver
 from uwf.connectors.runtime import ConnectorRuntime
 from uwf.engine._interpreter import Interpreter
 from uwf.engine._targets import TargetResolver
-from uwf.store import Execution, LeaseLostError, Store, new_id
+from uwf.store import Execution, LeaseLostError, Store, new_id, utcnow
 
 __all__ = ["Executor"]
 
 log = structlog.get_logger("uwf.engine")
+
+# An execution whose run crashed this many times is dead-lettered instead of tried again.
+MAX_CRASHES = 5
 
 
 class Executor:
@@ -165,6 +169,25 @@ class Executor:
             for lost in set(self._inflight) - held:
                 log.warning("lease lost", execution_id=lost)
 
+    async def _after_crash(self, execution: Execution, exc: Exception) -> None:
+        message = f"internal error: {type(exc).__name__}: {exc}"[:1000]
+        try:
+            if execution.claims >= MAX_CRASHES:
+                await self.store.finish(
+                    execution.id,
+                    self.owner,
+                    "dead",
+                    error={"type": "internal", "message": message,
+                           "claims": execution.claims},
+                )
+            else:
+                due = utcnow() + timedelta(seconds=2**execution.claims)
+                await self.store.reschedule(
+                    execution.id, self.owner, due, {"type": "internal", "message": message}
+                )
+        except Exception:
+            log.exception("could not record the crash", execution_id=execution.id)
+
     async def _run(self, execution: Execution) -> None:
         bound = log.bind(
             execution_id=execution.id, tenant=execution.tenant, workflow=execution.workflow
@@ -176,9 +199,11 @@ class Executor:
             bound.warning("lease lost; another worker owns the execution now")
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # A bug, not a CRM error: leave the execution to be retried after its lease.
+        except Exception as exc:
+            # A bug or an outage of the Pipe DB, not a CRM error: try again a little later,
+            # and dead-letter the execution (payload kept) rather than loop on it for ever.
             bound.exception("execution crashed")
+            await self._after_crash(execution, exc)
         finally:
             event = self._finished.get(execution.id)
             if event is not None:

@@ -116,9 +116,9 @@ class Interpreter:
             run = StepRun(step_id=step.id, position=position, status="pending")
         step_key = f"{execution.id}:{step.id}"
 
-        def fail(status: str, kind: str, message: str, **extra: Any) -> _Outcome:
+        def fail(final: str, kind: str, message: str, **extra: Any) -> _Outcome:
             error = {"type": kind, "message": message, "step": step.id, **extra}
-            return _Outcome(status, error=error)
+            return _Outcome(final, error=error)
 
         try:
             if step.when is not None and not is_truthy(
@@ -156,7 +156,7 @@ class Interpreter:
             if isinstance(found, _Outcome):
                 return found
             if found is not None:
-                self._done(run, context, step, found)
+                self._done(run, context, step, found, inputs)
                 await self._store.save_step(execution.id, owner, run)
                 return None
 
@@ -222,7 +222,7 @@ class Interpreter:
 
         run.request, run.response = result.request, result.response
         try:
-            self._done(run, context, step, result.result)
+            self._done(run, context, step, result.result, inputs)
         except UwfError as exc:
             run.status, run.error, run.finished_at = "failed", _error(exc), utcnow()
             await self._store.save_step(execution.id, owner, run)
@@ -270,14 +270,18 @@ class Interpreter:
         run.response = {"verified": True, **record["response"]}
         return found
 
-    def _done(self, run: StepRun, context: dict[str, Any], step: StepSpec, result: Any) -> None:
+    def _done(
+        self,
+        run: StepRun,
+        context: dict[str, Any],
+        step: StepSpec,
+        result: Any,
+        inputs: dict[str, Any],
+    ) -> None:
         if step.type == "lookup":
             matches = result if isinstance(result, list) else ([result] if result else [])
             if not matches and step.required:
-                raise FatalError(
-                    f"no {step.object} matches {run.request['inputs']['criteria']}"
-                    if run.request else f"no {step.object} found"
-                )
+                raise FatalError(f"no {step.object} matches {inputs.get('criteria')}")
             result = matches[0] if matches else None
         output = result
         if step.output is not None:

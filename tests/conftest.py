@@ -1,0 +1,140 @@
+"""Shared fixtures: a UWF home, both Pipe DB back ends, and a live `uwf serve` on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from uwf.api import create_app
+from uwf.settings import Settings
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "metadata"
+PG_URL = os.environ.get("UWF_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _pg_reachable() -> str | None:
+    """None when PostgreSQL answers, else why not."""
+    import asyncpg
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(PG_URL, timeout=3)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    reason = _pg_reachable()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {PG_URL} is required in CI: {reason}")
+        pytest.skip(f"PostgreSQL at {PG_URL} not reachable ({reason}); set UWF_TEST_PG_URL")
+    return PG_URL
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Each store/engine test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'uwf.db'}"
+        return
+    pg = request.getfixturevalue("pg_server")
+    async with fresh_pg_database(pg) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def fresh_pg_database(server_url: str) -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database; dropped afterwards."""
+    import asyncpg
+
+    name = "uwf_t_" + secrets.token_hex(6)
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    try:
+        base = server_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(server_url)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@dataclass
+class LiveServer:
+    """A `uwf serve` equivalent running in a thread on a loopback port."""
+
+    base_url: str
+    admin_key: str
+    home: Path
+    settings: Settings
+
+    def client(self, *, auth: bool = True) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.admin_key}"} if auth else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+
+    def sandbox(self) -> httpx.Client:
+        """A client of the Zendesk sandbox, authenticated like a Zendesk admin would be."""
+        from uwf.sandboxes import sandbox_credentials
+
+        creds = sandbox_credentials(self.home, "zendesk")
+        return httpx.Client(
+            base_url=f"{self.base_url}/sandbox/zendesk",
+            auth=(f"{creds['email']}/token", creds["api_token"]),
+            timeout=30,
+        )
+
+
+def start_server(settings: Settings, admin_key: str) -> tuple[uvicorn.Server, threading.Thread]:
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    settings = settings.model_copy(update={"port": port})
+    app = create_app(settings, admin_key=admin_key)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    return server, thread
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    home = tmp_path / "home"
+    key = "test-admin-key-" + secrets.token_hex(8)
+    settings = Settings(home=home, metadata_dir=EXAMPLES, poll_interval=0.05)
+    server, thread = start_server(settings, key)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", key, home, settings)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)

@@ -1,0 +1,270 @@
+"""API Data Access over real HTTP: accept, wait, inspect, and refuse bad input cleanly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer
+
+ESCALATE = {
+    "workflow": "escalate_case",
+    "input": {
+        "case_id": 123,
+        "priority": "P1",
+        "owner_email": "alice@acme.test",
+        "reason": "VIP customer waiting",
+    },
+}
+
+
+def _count(client: httpx.Client) -> int:
+    total, cursor = 0, None
+    while True:
+        params: dict[str, Any] = {"limit": 200}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/v1/tenants/acme/executions", params=params).json()
+        total += len(page["items"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            return total
+
+
+def _escalation_comments(sandbox: httpx.Client, ticket: int) -> list[dict[str, Any]]:
+    comments = sandbox.get(f"/api/v2/tickets/{ticket}/comments.json").json()["comments"]
+    return [c for c in comments if c["body"].startswith("Escalated:")]
+
+
+def test_quickstart_escalation_lands_in_the_crm(live_server: LiveServer) -> None:
+    with live_server.client() as client, live_server.sandbox() as sandbox:
+        alice = sandbox.get("/api/v2/users/search.json", params={"query": "alice@acme.test"})
+        alice_id = alice.json()["users"][0]["id"]
+
+        response = client.post("/v1/tenants/acme/actions", params={"wait": 20}, json=ESCALATE)
+
+        assert response.status_code == 200, response.text
+        execution = response.json()
+        assert execution["status"] == "succeeded"
+        assert execution["workflow_version"] == 1
+        assert [s["status"] for s in execution["steps"]] == ["succeeded"] * 4
+        assert execution["output"] == {"case_id": 123, "priority": "urgent",
+                                       "assignee_id": alice_id}
+        ticket = sandbox.get("/api/v2/tickets/123.json").json()["ticket"]
+        assert ticket["priority"] == "urgent"
+        assert ticket["assignee_id"] == alice_id
+        notes = _escalation_comments(sandbox, 123)
+        assert [(n["body"], n["public"]) for n in notes] == [
+            ("Escalated: VIP customer waiting", False)
+        ]
+
+
+def test_accepted_action_is_queued_then_runs(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        response = client.post(
+            "/v1/tenants/acme/actions",
+            json={"workflow": "escalate_case", "input": {"case_id": 7, "priority": "P3"}},
+        )
+        assert response.status_code == 202
+        body = response.json()
+        assert body["status"] in ("queued", "running", "succeeded")
+        assert response.headers["Location"] == f"/v1/tenants/acme/executions/{body['id']}"
+        for _ in range(200):
+            execution = client.get(response.headers["Location"]).json()
+            if execution["status"] == "succeeded":
+                break
+            import time
+
+            time.sleep(0.05)
+        assert execution["status"] == "succeeded"
+        by_id = {s["id"]: s for s in execution["steps"]}
+        assert by_id["owner"]["status"] == "skipped"
+        assert by_id["note"]["status"] == "skipped"
+        assert by_id["set_priority"]["request"]["body"] == {"ticket": {"priority": "normal"}}
+        assert by_id["set_priority"]["response"]["status"] == 200
+
+
+def test_idempotency_key_returns_the_same_execution(live_server: LiveServer) -> None:
+    with live_server.client() as client, live_server.sandbox() as sandbox:
+        headers = {"Idempotency-Key": "escalate-42-once"}
+        body = {"workflow": "escalate_case",
+                "input": {"case_id": 42, "priority": "P2", "reason": "retried by caller"}}
+        first = client.post("/v1/tenants/acme/actions?wait=20", json=body, headers=headers)
+        second = client.post("/v1/tenants/acme/actions?wait=20", json=body, headers=headers)
+        assert first.status_code == second.status_code == 200
+        assert first.json()["id"] == second.json()["id"]
+        assert second.headers["Idempotent-Replayed"] == "true"
+        assert len(_escalation_comments(sandbox, 42)) == 1
+        before = _count(client)
+
+        other = {**body, "input": {**body["input"], "priority": "P1"}}
+        conflict = client.post("/v1/tenants/acme/actions", json=other, headers=headers)
+
+        assert conflict.status_code == 422
+        assert conflict.headers["content-type"] == "application/problem+json"
+        assert "different request" in conflict.json()["detail"]
+        assert _count(client) == before
+
+
+BAD_REQUESTS = [
+    pytest.param({"content": b'{"workflow": "escalate_case", "input": {', "status": 400,
+                  "detail": "not valid JSON"}, id="malformed-json"),
+    pytest.param({"json": [1, 2], "status": 422, "detail": "body"}, id="body-not-object"),
+    pytest.param({"json": {"input": {}}, "status": 422, "detail": "workflow"},
+                 id="missing-workflow"),
+    pytest.param({"json": {"workflow": "close_case", "input": {}}, "status": 422,
+                  "detail": "unknown workflow 'close_case' for tenant 'acme' (known: "
+                            "escalate_case)"}, id="unknown-workflow"),
+    pytest.param({"json": {"workflow": "escalate_case", "input": {"case_id": "abc",
+                                                                  "priority": "P1"}},
+                  "status": 422, "detail": "/input/case_id"}, id="case-id-not-a-number"),
+    pytest.param({"json": {"workflow": "escalate_case", "input": {"case_id": 1,
+                                                                  "priority": "P9"}},
+                  "status": 422, "detail": "/input/priority"}, id="priority-not-allowed"),
+    pytest.param({"json": {"workflow": "escalate_case", "input": {"case_id": 1,
+                                                                  "priority": 1}},
+                  "status": 422, "detail": "/input/priority"}, id="priority-wrong-type"),
+    pytest.param({"json": {"workflow": "escalate_case", "input": {"priority": "P1"}},
+                  "status": 422, "detail": "'case_id' is a required property"},
+                 id="missing-case-id"),
+    pytest.param({"json": {"workflow": "escalate_case", "input": {
+        "case_id": 1, "priority": "P1", "owner_email": "not-an-email"}},
+                  "status": 422, "detail": "/input/owner_email"}, id="owner-email-format"),
+    pytest.param({"json": {"workflow": "escalate_case", "input": {
+        "case_id": 1, "priority": "P1", "colour": "red"}},
+                  "status": 422, "detail": "Additional properties"}, id="unexpected-input"),
+    pytest.param({"json": ESCALATE, "tenant": "globex", "status": 404,
+                  "detail": "unknown tenant 'globex'"}, id="unknown-tenant"),
+    pytest.param({"json": ESCALATE, "auth": None, "status": 401, "detail": "Authorization"},
+                 id="no-api-key"),
+    pytest.param({"json": ESCALATE, "auth": "wrong", "status": 401, "detail": "not valid"},
+                 id="wrong-api-key"),
+    pytest.param({"json": ESCALATE, "params": {"wait": 31}, "status": 400, "detail": "wait"},
+                 id="wait-too-long"),
+    pytest.param({"json": ESCALATE, "headers": {"Idempotency-Key": "has space"},
+                  "status": 400, "detail": "Idempotency-Key"}, id="bad-idempotency-key"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_bad_input_gets_a_problem_and_stores_nothing(
+    live_server: LiveServer, case: dict[str, Any]
+) -> None:
+    with live_server.client() as client:
+        before = _count(client)
+        headers = {"Content-Type": "application/json", **case.get("headers", {})}
+        if "auth" in case:
+            headers["Authorization"] = "" if case["auth"] is None else f"Bearer {case['auth']}"
+            if case["auth"] is None:
+                del headers["Authorization"]
+        with httpx.Client(base_url=live_server.base_url) as raw:
+            response = raw.post(
+                f"/v1/tenants/{case.get('tenant', 'acme')}/actions",
+                params=case.get("params"),
+                headers={**dict(client.headers), **headers}
+                if "auth" not in case else headers,
+                **({"content": case["content"]} if "content" in case
+                   else {"json": case["json"]}),
+            )
+        assert response.status_code == case["status"], response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        problem = response.json()
+        assert problem["status"] == case["status"]
+        assert problem["title"]
+        assert problem["type"].startswith("/problems/")
+        assert case["detail"] in problem["detail"]
+        assert _count(client) == before
+
+
+def test_crm_rejection_fails_with_the_crms_own_message(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        response = client.post(
+            "/v1/tenants/acme/actions?wait=20",
+            json={"workflow": "escalate_case", "input": {"case_id": 999999, "priority": "P1"}},
+        )
+        execution = response.json()
+        assert execution["status"] == "failed"
+        assert execution["error"]["step"] == "set_priority"
+        assert execution["error"]["status"] == 404
+        assert "RecordNotFound" in execution["error"]["message"]
+        step = next(s for s in execution["steps"] if s["id"] == "set_priority")
+        assert step["status"] == "failed"
+        assert step["response"]["body"] == {"error": "RecordNotFound", "description": "Not found"}
+        assert next(s for s in execution["steps"] if s["id"] == "note")["status"] == "pending"
+
+
+def test_unknown_agent_email_fails_clearly(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        execution = client.post(
+            "/v1/tenants/acme/actions?wait=20",
+            json={"workflow": "escalate_case",
+                  "input": {"case_id": 5, "priority": "P1", "owner_email": "nobody@acme.test"}},
+        ).json()
+        assert execution["status"] == "failed"
+        assert execution["error"]["step"] == "owner"
+        assert "no user matches" in execution["error"]["message"]
+        assert "nobody@acme.test" in execution["error"]["message"]
+
+
+def test_executions_list_filters_and_pages(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        ids = []
+        for case_id in (11, 12, 13):
+            ids.append(client.post(
+                "/v1/tenants/acme/actions?wait=20",
+                json={"workflow": "escalate_case",
+                      "input": {"case_id": case_id, "priority": "P4"}},
+            ).json()["id"])
+        client.post("/v1/tenants/acme/actions?wait=20",
+                    json={"workflow": "escalate_case",
+                          "input": {"case_id": 888888, "priority": "P4"}})
+
+        first = client.get("/v1/tenants/acme/executions", params={"limit": 2}).json()
+        second = client.get("/v1/tenants/acme/executions",
+                            params={"limit": 2, "cursor": first["next_cursor"]}).json()
+        failed = client.get("/v1/tenants/acme/executions", params={"status": "failed"}).json()
+        bad = client.get("/v1/tenants/acme/executions", params={"status": "finished"})
+
+        listed = [e["id"] for e in first["items"] + second["items"]]
+        assert listed[1:] == list(reversed(ids))  # newest first; the failed one is newest
+        assert second["next_cursor"] is None
+        assert [e["status"] for e in failed["items"]] == ["failed"]
+        assert bad.status_code == 400
+        assert bad.headers["content-type"] == "application/problem+json"
+
+
+def test_unknown_execution_is_a_404_problem(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        for execution_id in ("01a20097-9fd5-7d5a-b872-2336cb42a9f2", "not-an-id"):
+            response = client.get(f"/v1/tenants/acme/executions/{execution_id}")
+            assert response.status_code == 404
+            assert response.headers["content-type"] == "application/problem+json"
+            assert execution_id in response.json()["detail"]
+
+
+def test_secrets_stay_out_of_responses_and_the_database(live_server: LiveServer) -> None:
+    from uwf.sandboxes import sandbox_credentials
+
+    token = sandbox_credentials(live_server.home, "zendesk")["api_token"]
+    with live_server.client() as client:
+        execution = client.post("/v1/tenants/acme/actions?wait=20", json=ESCALATE).json()
+        shown = client.get(f"/v1/tenants/acme/executions/{execution['id']}").text
+    assert execution["status"] == "succeeded"
+    assert token not in shown
+    assert "[REDACTED]" in shown  # the Authorization header was there, and was hidden
+    database = (live_server.home / "uwf.db").read_bytes()
+    wal = live_server.home / "uwf.db-wal"
+    database += wal.read_bytes() if wal.exists() else b""
+    assert token.encode() not in database
+
+
+def test_health_and_openapi(live_server: LiveServer) -> None:
+    with live_server.client(auth=False) as client:
+        health = client.get("/healthz").json()
+        spec = client.get("/openapi.json").json()
+    assert health == {"status": "ok", "database": "sqlite", "metadata_version": 1,
+                      "worker": "running"}
+    assert "/v1/tenants/{tenant}/actions" in spec["paths"]
+    assert "/v1/tenants/{tenant}/executions/{execution_id}" in spec["paths"]
