@@ -32,11 +32,18 @@ def _pg_reachable() -> str | None:
         conn = await asyncpg.connect(PG_URL, timeout=3)
         await conn.close()
 
-    try:
-        asyncio.run(probe())
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    failure: list[str] = []
+
+    def run() -> None:  # in a thread of its own: the caller may be inside an event loop
+        try:
+            asyncio.run(probe())
+        except Exception as exc:
+            failure.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return failure[0] if failure else None
 
 
 @pytest.fixture(scope="session")

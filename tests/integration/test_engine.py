@@ -1,0 +1,246 @@
+"""The executor against the Zendesk sandbox over loopback, on SQLite and PostgreSQL.
+
+Faults come from the sandbox's own `_control`: real 429s and 503s with their headers, and
+responses lost after the write was committed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import EXAMPLES
+from tests.sandbox_server import RunningSandbox, serve_sandbox
+from uwf.metadata import load_directory
+from uwf.service import make_executor
+from uwf.settings import Settings
+from uwf.store import Store, StepRun
+
+NOTE_ONLY = """
+kind: workflow
+name: note_only
+tenant: acme
+connection: acme-zendesk
+input_schema:
+  type: object
+  required: [case_id, text]
+steps:
+  - id: note
+    type: add_comment
+    object: ticket
+    record_id: "{{ input.case_id }}"
+    body: "{{ input.text }}"
+"""
+FAST_RETRIES = """
+retry:
+  max_attempts: 3
+  initial_delay_seconds: 0.05
+  max_delay_seconds: 0.3
+"""
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
+    with serve_sandbox(tmp_path / "home") as running:
+        yield running
+
+
+@pytest.fixture
+def metadata_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "metadata"
+    shutil.copytree(EXAMPLES, directory)
+    conn = directory / "acme-zendesk.yaml"
+    text = conn.read_text().replace("timeout_seconds: 20\n", "timeout_seconds: 5\n" + FAST_RETRIES)
+    conn.write_text(text)
+    (directory / "note_only.yaml").write_text(NOTE_ONLY)
+    return directory
+
+
+class Harness:
+    def __init__(self, store: Store, settings: Settings, sandbox: RunningSandbox) -> None:
+        self.store = store
+        self.sandbox = sandbox
+        self.executor = make_executor(settings, store, sandbox.url.rsplit("/", 1)[0])
+        self.version = 0
+
+    async def submit(self, workflow: str, data: dict[str, Any]) -> str:
+        execution, _ = await self.store.create_execution(
+            tenant="acme", workflow=workflow, metadata_version=self.version, input=data
+        )
+        return execution.id
+
+    async def run(self, seconds: float = 30) -> None:
+        await self.executor.run_until_idle(seconds)
+
+    def comments(self, ticket: int, text: str) -> list[dict[str, Any]]:
+        with self.sandbox.client() as client:
+            listed = client.get(f"/api/v2/tickets/{ticket}/comments.json").json()["comments"]
+        return [c for c in listed if c["body"] == text]
+
+
+@pytest.fixture
+async def harness(
+    database_url: str, sandbox: RunningSandbox, metadata_dir: Path, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    store = await Store.open(database_url)
+    settings = Settings(home=sandbox.home, poll_interval=0.05, lease_seconds=2)
+    h = Harness(store, settings, sandbox)
+    h.version, _ = await store.apply_metadata(load_directory(metadata_dir), "test")
+    try:
+        yield h
+    finally:
+        await h.executor.runtime.close()
+        await store.close()
+
+
+async def test_escalation_records_every_step(harness: Harness) -> None:
+    eid = await harness.submit(
+        "escalate_case",
+        {"case_id": 30, "priority": "P2", "owner_email": "bob@acme.test", "reason": "churn"},
+    )
+    await harness.run()
+
+    execution = await harness.store.get_execution(eid)
+    runs = await harness.store.step_runs(eid)
+    assert execution is not None
+    assert execution.status == "succeeded"
+    assert [(r.step_id, r.status, r.attempts) for r in runs] == [
+        ("owner", "succeeded", 1),
+        ("set_priority", "succeeded", 1),
+        ("reassign", "succeeded", 1),
+        ("note", "succeeded", 1),
+    ]
+    assert runs[2].request is not None
+    assert runs[2].request["body"] == {"ticket": {"assignee_id": 10003}}
+    assert runs[1].response is not None
+    assert runs[1].response["headers"]["x-rate-limit-remaining"].isdigit()
+    assert len(harness.comments(30, "Escalated: churn")) == 1
+
+
+async def test_429_is_retried_after_the_crms_retry_after(harness: Harness) -> None:
+    harness.sandbox.control(error_rates={"429": 1.0})
+    eid = await harness.submit("escalate_case", {"case_id": 31, "priority": "P1"})
+    [claimed] = await harness.store.claim(harness.executor.owner, 1, 30)
+    status = await harness.executor._interpreter.run(claimed, harness.executor.owner)
+
+    execution = await harness.store.get_execution(eid)
+    run = {r.step_id: r for r in await harness.store.step_runs(eid)}["set_priority"]
+    assert status == "running"
+    assert execution is not None
+    assert execution.error is not None
+    assert execution.error["type"] == "retrying"
+    assert "429" in execution.error["message"]
+    # Retry-After from the sandbox is capped by this connection's max_delay_seconds (0.3 s).
+    assert execution.error["retry_in_seconds"] == 0.3
+    assert run.status == "retrying"
+    assert run.response is not None
+    assert run.response["status"] == 429
+    assert "retry-after" in {k.lower() for k in run.response["headers"]}
+
+    harness.sandbox.reset()
+    await harness.run()
+    execution = await harness.store.get_execution(eid)
+    run = {r.step_id: r for r in await harness.store.step_runs(eid)}["set_priority"]
+    assert execution is not None
+    assert execution.status == "succeeded"
+    assert run.attempts == 2
+
+
+async def test_exhausted_retries_dead_letter_the_action_with_its_payload(
+    harness: Harness,
+) -> None:
+    harness.sandbox.control(error_rates={"503": 1.0})
+    data = {"case_id": 32, "priority": "P1", "reason": "outage"}
+    eid = await harness.submit("escalate_case", data)
+    await harness.run()
+
+    execution = await harness.store.get_execution(eid)
+    assert execution is not None
+    assert execution.status == "dead"
+    assert execution.input == data
+    assert execution.error is not None
+    assert execution.error["type"] == "retries_exhausted"
+    assert execution.error["step"] == "set_priority"
+    assert "gave up after 3 attempts" in execution.error["message"]
+    assert "503" in execution.error["message"]
+    harness.sandbox.reset()
+    assert harness.comments(32, "Escalated: outage") == []
+
+
+async def test_lost_response_to_a_comment_is_verified_not_sent_twice(harness: Harness) -> None:
+    harness.sandbox.control(drop_after_write_rate=1.0)
+    eid = await harness.submit("note_only", {"case_id": 33, "text": "lost response"})
+    await harness.run()
+    harness.sandbox.reset()
+
+    execution = await harness.store.get_execution(eid)
+    [run] = await harness.store.step_runs(eid)
+    assert execution is not None
+    assert execution.status == "succeeded", execution.error
+    assert run.status == "succeeded"
+    assert run.response is not None
+    assert run.response["verified"] is True
+    assert len(harness.comments(33, "lost response")) == 1
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["comment-landed", "comment-not-sent"])
+async def test_crash_mid_step_resumes_without_a_duplicate(harness: Harness, landed: bool) -> None:
+    """A worker died after writing `sending` to the ledger, maybe after the CRM got it."""
+    eid = await harness.submit("note_only", {"case_id": 34, "text": "crash test"})
+    [claimed] = await harness.store.claim("dead-worker", 1, lease_seconds=0.1)
+    await harness.store.save_step(eid, "dead-worker", StepRun("note", 0, "sending", attempts=1))
+    if landed:
+        with harness.sandbox.client() as client:
+            client.put(
+                "/api/v2/tickets/34.json",
+                json={"ticket": {"comment": {"body": "crash test", "public": False},
+                                 "metadata": {"uwf_step_key": f"{eid}:note"}}},
+            ).raise_for_status()
+
+    await harness.run()
+
+    execution = await harness.store.get_execution(eid)
+    [run] = await harness.store.step_runs(eid)
+    assert execution is not None
+    assert execution.status == "succeeded"
+    assert execution.claims == 2
+    assert len(harness.comments(34, "crash test")) == 1
+    assert run.attempts == (1 if landed else 2)
+
+
+async def test_metadata_version_is_pinned(harness: Harness, metadata_dir: Path) -> None:
+    eid = await harness.submit("escalate_case", {"case_id": 35, "priority": "P4"})
+    vmap = metadata_dir / "acme-zendesk.yaml"
+    vmap.write_text(vmap.read_text().replace("P4: low", "P4: normal"))
+    new_version, created = await harness.store.apply_metadata(
+        load_directory(metadata_dir), "changed"
+    )
+    assert created
+    await harness.run()
+
+    execution = await harness.store.get_execution(eid)
+    assert execution is not None
+    assert execution.metadata_version == harness.version != new_version
+    with harness.sandbox.client() as client:
+        assert client.get("/api/v2/tickets/35.json").json()["ticket"]["priority"] == "low"
+
+
+async def test_unreachable_crm_is_retried_then_dead(harness: Harness) -> None:
+    # Nothing listens on this port: connection refused, nothing was sent, so retrying is safe.
+    harness.sandbox.url = "http://127.0.0.1:9/sandbox/zendesk"
+    harness.executor = make_executor(
+        Settings(home=harness.sandbox.home), harness.store, "http://127.0.0.1:9/sandbox"
+    )
+    eid = await harness.submit("note_only", {"case_id": 36, "text": "x"})
+    await harness.run()
+    execution = await harness.store.get_execution(eid)
+    assert execution is not None
+    assert execution.status == "dead"
+    assert execution.error is not None
+    assert "could not connect" in execution.error["message"]
+    await harness.executor.runtime.close()
+
