@@ -73,5 +73,3 @@ def serve_sandbox(home: Path) -> Iterator[RunningSandbox]:
         server.should_exit = True
         thread.join(timeout=10)
         app.close()
-
-

@@ -22,7 +22,8 @@ __all__ = ["execution_document", "run_action"]
 
 async def execution_document(store: Store, execution: Execution) -> dict[str, Any]:
     view = await execution_view(store, execution)
-    return view.model_dump(mode="json")
+    document: dict[str, Any] = view.model_dump(mode="json")
+    return document
 
 
 async def run_action(
@@ -30,8 +31,9 @@ async def run_action(
 ) -> dict[str, Any]:
     service = await Service.start(settings, worker=False)
     sandboxes = Starlette(
-        routes=[Mount(f"/sandbox/{crm}", create_sandbox_app(crm, settings.home))
-                for crm in SANDBOXES]
+        routes=[
+            Mount(f"/sandbox/{crm}", create_sandbox_app(crm, settings.home)) for crm in SANDBOXES
+        ]
     )
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

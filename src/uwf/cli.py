@@ -252,8 +252,9 @@ def executions_list(
     from uwf.store import EXECUTION_STATUSES, Store
 
     if status is not None and status not in EXECUTION_STATUSES:
-        err.print(f"[red]error:[/red] unknown status '{status}' (known: "
-                  f"{', '.join(EXECUTION_STATUSES)})")
+        err.print(
+            f"[red]error:[/red] unknown status '{status}' (known: {', '.join(EXECUTION_STATUSES)})"
+        )
         raise typer.Exit(2)
 
     async def go() -> list[dict[str, Any]]:
@@ -263,9 +264,14 @@ def executions_list(
                 tenant=tenant, status=status, workflow=workflow, limit=limit
             )
             return [
-                {"id": e.id, "tenant": e.tenant, "workflow": e.workflow, "status": e.status,
-                 "created_at": e.created_at.isoformat(),
-                 "error": (e.error or {}).get("message")}
+                {
+                    "id": e.id,
+                    "tenant": e.tenant,
+                    "workflow": e.workflow,
+                    "status": e.status,
+                    "created_at": e.created_at.isoformat(),
+                    "error": (e.error or {}).get("message"),
+                }
                 for e in page
             ]
         finally:
@@ -277,8 +283,12 @@ def executions_list(
         return
     table = Table("id", "tenant", "workflow", "status", "created_at", "error")
     for row in rows:
-        table.add_row(*(str(row[c] or "") for c in
-                        ("id", "tenant", "workflow", "status", "created_at", "error")))
+        table.add_row(
+            *(
+                str(row[c] or "")
+                for c in ("id", "tenant", "workflow", "status", "created_at", "error")
+            )
+        )
     Console().print(table)
 
 

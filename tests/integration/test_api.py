@@ -50,8 +50,11 @@ def test_quickstart_escalation_lands_in_the_crm(live_server: LiveServer) -> None
         assert execution["status"] == "succeeded"
         assert execution["workflow_version"] == 1
         assert [s["status"] for s in execution["steps"]] == ["succeeded"] * 4
-        assert execution["output"] == {"case_id": 123, "priority": "urgent",
-                                       "assignee_id": alice_id}
+        assert execution["output"] == {
+            "case_id": 123,
+            "priority": "urgent",
+            "assignee_id": alice_id,
+        }
         ticket = sandbox.get("/api/v2/tickets/123.json").json()["ticket"]
         assert ticket["priority"] == "urgent"
         assert ticket["assignee_id"] == alice_id
@@ -89,8 +92,10 @@ def test_accepted_action_is_queued_then_runs(live_server: LiveServer) -> None:
 def test_idempotency_key_returns_the_same_execution(live_server: LiveServer) -> None:
     with live_server.client() as client, live_server.sandbox() as sandbox:
         headers = {"Idempotency-Key": "escalate-42-once"}
-        body = {"workflow": "escalate_case",
-                "input": {"case_id": 42, "priority": "P2", "reason": "retried by caller"}}
+        body = {
+            "workflow": "escalate_case",
+            "input": {"case_id": 42, "priority": "P2", "reason": "retried by caller"},
+        }
         first = client.post("/v1/tenants/acme/actions?wait=20", json=body, headers=headers)
         second = client.post("/v1/tenants/acme/actions?wait=20", json=body, headers=headers)
         assert first.status_code == second.status_code == 200
@@ -109,42 +114,104 @@ def test_idempotency_key_returns_the_same_execution(live_server: LiveServer) -> 
 
 
 BAD_REQUESTS = [
-    pytest.param({"content": b'{"workflow": "escalate_case", "input": {', "status": 400,
-                  "detail": "not valid JSON"}, id="malformed-json"),
+    pytest.param(
+        {
+            "content": b'{"workflow": "escalate_case", "input": {',
+            "status": 400,
+            "detail": "not valid JSON",
+        },
+        id="malformed-json",
+    ),
     pytest.param({"json": [1, 2], "status": 422, "detail": "body"}, id="body-not-object"),
-    pytest.param({"json": {"input": {}}, "status": 422, "detail": "workflow"},
-                 id="missing-workflow"),
-    pytest.param({"json": {"workflow": "close_case", "input": {}}, "status": 422,
-                  "detail": "unknown workflow 'close_case' for tenant 'acme' (known: "
-                            "escalate_case)"}, id="unknown-workflow"),
-    pytest.param({"json": {"workflow": "escalate_case", "input": {"case_id": "abc",
-                                                                  "priority": "P1"}},
-                  "status": 422, "detail": "/input/case_id"}, id="case-id-not-a-number"),
-    pytest.param({"json": {"workflow": "escalate_case", "input": {"case_id": 1,
-                                                                  "priority": "P9"}},
-                  "status": 422, "detail": "/input/priority"}, id="priority-not-allowed"),
-    pytest.param({"json": {"workflow": "escalate_case", "input": {"case_id": 1,
-                                                                  "priority": 1}},
-                  "status": 422, "detail": "/input/priority"}, id="priority-wrong-type"),
-    pytest.param({"json": {"workflow": "escalate_case", "input": {"priority": "P1"}},
-                  "status": 422, "detail": "'case_id' is a required property"},
-                 id="missing-case-id"),
-    pytest.param({"json": {"workflow": "escalate_case", "input": {
-        "case_id": 1, "priority": "P1", "owner_email": "not-an-email"}},
-                  "status": 422, "detail": "/input/owner_email"}, id="owner-email-format"),
-    pytest.param({"json": {"workflow": "escalate_case", "input": {
-        "case_id": 1, "priority": "P1", "colour": "red"}},
-                  "status": 422, "detail": "Additional properties"}, id="unexpected-input"),
-    pytest.param({"json": ESCALATE, "tenant": "globex", "status": 404,
-                  "detail": "unknown tenant 'globex'"}, id="unknown-tenant"),
-    pytest.param({"json": ESCALATE, "auth": None, "status": 401, "detail": "Authorization"},
-                 id="no-api-key"),
-    pytest.param({"json": ESCALATE, "auth": "wrong", "status": 401, "detail": "not valid"},
-                 id="wrong-api-key"),
-    pytest.param({"json": ESCALATE, "params": {"wait": 31}, "status": 400, "detail": "wait"},
-                 id="wait-too-long"),
-    pytest.param({"json": ESCALATE, "headers": {"Idempotency-Key": "has space"},
-                  "status": 400, "detail": "Idempotency-Key"}, id="bad-idempotency-key"),
+    pytest.param(
+        {"json": {"input": {}}, "status": 422, "detail": "workflow"}, id="missing-workflow"
+    ),
+    pytest.param(
+        {
+            "json": {"workflow": "close_case", "input": {}},
+            "status": 422,
+            "detail": "unknown workflow 'close_case' for tenant 'acme' (known: escalate_case)",
+        },
+        id="unknown-workflow",
+    ),
+    pytest.param(
+        {
+            "json": {"workflow": "escalate_case", "input": {"case_id": "abc", "priority": "P1"}},
+            "status": 422,
+            "detail": "/input/case_id",
+        },
+        id="case-id-not-a-number",
+    ),
+    pytest.param(
+        {
+            "json": {"workflow": "escalate_case", "input": {"case_id": 1, "priority": "P9"}},
+            "status": 422,
+            "detail": "/input/priority",
+        },
+        id="priority-not-allowed",
+    ),
+    pytest.param(
+        {
+            "json": {"workflow": "escalate_case", "input": {"case_id": 1, "priority": 1}},
+            "status": 422,
+            "detail": "/input/priority",
+        },
+        id="priority-wrong-type",
+    ),
+    pytest.param(
+        {
+            "json": {"workflow": "escalate_case", "input": {"priority": "P1"}},
+            "status": 422,
+            "detail": "'case_id' is a required property",
+        },
+        id="missing-case-id",
+    ),
+    pytest.param(
+        {
+            "json": {
+                "workflow": "escalate_case",
+                "input": {"case_id": 1, "priority": "P1", "owner_email": "not-an-email"},
+            },
+            "status": 422,
+            "detail": "/input/owner_email",
+        },
+        id="owner-email-format",
+    ),
+    pytest.param(
+        {
+            "json": {
+                "workflow": "escalate_case",
+                "input": {"case_id": 1, "priority": "P1", "colour": "red"},
+            },
+            "status": 422,
+            "detail": "Additional properties",
+        },
+        id="unexpected-input",
+    ),
+    pytest.param(
+        {"json": ESCALATE, "tenant": "globex", "status": 404, "detail": "unknown tenant 'globex'"},
+        id="unknown-tenant",
+    ),
+    pytest.param(
+        {"json": ESCALATE, "auth": None, "status": 401, "detail": "Authorization"}, id="no-api-key"
+    ),
+    pytest.param(
+        {"json": ESCALATE, "auth": "wrong", "status": 401, "detail": "not valid"},
+        id="wrong-api-key",
+    ),
+    pytest.param(
+        {"json": ESCALATE, "params": {"wait": 31}, "status": 400, "detail": "wait"},
+        id="wait-too-long",
+    ),
+    pytest.param(
+        {
+            "json": ESCALATE,
+            "headers": {"Idempotency-Key": "has space"},
+            "status": 400,
+            "detail": "Idempotency-Key",
+        },
+        id="bad-idempotency-key",
+    ),
 ]
 
 
@@ -163,10 +230,8 @@ def test_bad_input_gets_a_problem_and_stores_nothing(
             response = raw.post(
                 f"/v1/tenants/{case.get('tenant', 'acme')}/actions",
                 params=case.get("params"),
-                headers={**dict(client.headers), **headers}
-                if "auth" not in case else headers,
-                **({"content": case["content"]} if "content" in case
-                   else {"json": case["json"]}),
+                headers={**dict(client.headers), **headers} if "auth" not in case else headers,
+                **({"content": case["content"]} if "content" in case else {"json": case["json"]}),
             )
         assert response.status_code == case["status"], response.text
         assert response.headers["content-type"] == "application/problem+json"
@@ -199,8 +264,10 @@ def test_unknown_agent_email_fails_clearly(live_server: LiveServer) -> None:
     with live_server.client() as client:
         execution = client.post(
             "/v1/tenants/acme/actions?wait=20",
-            json={"workflow": "escalate_case",
-                  "input": {"case_id": 5, "priority": "P1", "owner_email": "nobody@acme.test"}},
+            json={
+                "workflow": "escalate_case",
+                "input": {"case_id": 5, "priority": "P1", "owner_email": "nobody@acme.test"},
+            },
         ).json()
         assert execution["status"] == "failed"
         assert execution["error"]["step"] == "owner"
@@ -212,18 +279,24 @@ def test_executions_list_filters_and_pages(live_server: LiveServer) -> None:
     with live_server.client() as client:
         ids = []
         for case_id in (11, 12, 13):
-            ids.append(client.post(
-                "/v1/tenants/acme/actions?wait=20",
-                json={"workflow": "escalate_case",
-                      "input": {"case_id": case_id, "priority": "P4"}},
-            ).json()["id"])
-        client.post("/v1/tenants/acme/actions?wait=20",
-                    json={"workflow": "escalate_case",
-                          "input": {"case_id": 888888, "priority": "P4"}})
+            ids.append(
+                client.post(
+                    "/v1/tenants/acme/actions?wait=20",
+                    json={
+                        "workflow": "escalate_case",
+                        "input": {"case_id": case_id, "priority": "P4"},
+                    },
+                ).json()["id"]
+            )
+        client.post(
+            "/v1/tenants/acme/actions?wait=20",
+            json={"workflow": "escalate_case", "input": {"case_id": 888888, "priority": "P4"}},
+        )
 
         first = client.get("/v1/tenants/acme/executions", params={"limit": 2}).json()
-        second = client.get("/v1/tenants/acme/executions",
-                            params={"limit": 2, "cursor": first["next_cursor"]}).json()
+        second = client.get(
+            "/v1/tenants/acme/executions", params={"limit": 2, "cursor": first["next_cursor"]}
+        ).json()
         failed = client.get("/v1/tenants/acme/executions", params={"status": "failed"}).json()
         bad = client.get("/v1/tenants/acme/executions", params={"status": "finished"})
 
@@ -264,7 +337,11 @@ def test_health_and_openapi(live_server: LiveServer) -> None:
     with live_server.client(auth=False) as client:
         health = client.get("/healthz").json()
         spec = client.get("/openapi.json").json()
-    assert health == {"status": "ok", "database": "sqlite", "metadata_version": 1,
-                      "worker": "running"}
+    assert health == {
+        "status": "ok",
+        "database": "sqlite",
+        "metadata_version": 1,
+        "worker": "running",
+    }
     assert "/v1/tenants/{tenant}/actions" in spec["paths"]
     assert "/v1/tenants/{tenant}/executions/{execution_id}" in spec["paths"]

@@ -18,7 +18,7 @@ from tests.sandbox_server import RunningSandbox, serve_sandbox
 from uwf.metadata import load_directory
 from uwf.service import make_executor
 from uwf.settings import Settings
-from uwf.store import Store, StepRun
+from uwf.store import StepRun, Store
 
 NOTE_ONLY = """
 kind: workflow
@@ -191,14 +191,18 @@ async def test_lost_response_to_a_comment_is_verified_not_sent_twice(harness: Ha
 async def test_crash_mid_step_resumes_without_a_duplicate(harness: Harness, landed: bool) -> None:
     """A worker died after writing `sending` to the ledger, maybe after the CRM got it."""
     eid = await harness.submit("note_only", {"case_id": 34, "text": "crash test"})
-    [claimed] = await harness.store.claim("dead-worker", 1, lease_seconds=0.1)
+    assert len(await harness.store.claim("dead-worker", 1, lease_seconds=0.1)) == 1
     await harness.store.save_step(eid, "dead-worker", StepRun("note", 0, "sending", attempts=1))
     if landed:
         with harness.sandbox.client() as client:
             client.put(
                 "/api/v2/tickets/34.json",
-                json={"ticket": {"comment": {"body": "crash test", "public": False},
-                                 "metadata": {"uwf_step_key": f"{eid}:note"}}},
+                json={
+                    "ticket": {
+                        "comment": {"body": "crash test", "public": False},
+                        "metadata": {"uwf_step_key": f"{eid}:note"},
+                    }
+                },
             ).raise_for_status()
 
     await harness.run()
@@ -243,4 +247,3 @@ async def test_unreachable_crm_is_retried_then_dead(harness: Harness) -> None:
     assert execution.error is not None
     assert "could not connect" in execution.error["message"]
     await harness.executor.runtime.close()
-

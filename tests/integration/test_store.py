@@ -51,28 +51,40 @@ async def test_idempotency_key_under_concurrency_creates_one_execution(
 ) -> None:
     store, version = await _store_with_metadata(database_url)
     try:
-        results = await asyncio.gather(*(
-            store.create_execution(
-                tenant="acme", workflow="escalate_case", metadata_version=version,
-                input={"case_id": 1, "priority": "P1"}, idempotency_key="same",
-                request_hash="h1",
+        results = await asyncio.gather(
+            *(
+                store.create_execution(
+                    tenant="acme",
+                    workflow="escalate_case",
+                    metadata_version=version,
+                    input={"case_id": 1, "priority": "P1"},
+                    idempotency_key="same",
+                    request_hash="h1",
+                )
+                for _ in range(8)
             )
-            for _ in range(8)
-        ))
+        )
         ids = {execution.id for execution, _ in results}
         assert len(ids) == 1
         assert sum(created for _, created in results) == 1
         assert await store.count_executions() == 1
         with pytest.raises(ConflictError, match="different request"):
             await store.create_execution(
-                tenant="acme", workflow="escalate_case", metadata_version=version,
-                input={"case_id": 2, "priority": "P1"}, idempotency_key="same",
+                tenant="acme",
+                workflow="escalate_case",
+                metadata_version=version,
+                input={"case_id": 2, "priority": "P1"},
+                idempotency_key="same",
                 request_hash="h2",
             )
         # Keys are per tenant: another tenant may use the same key.
         _, created = await store.create_execution(
-            tenant="other", workflow="escalate_case", metadata_version=version,
-            input={}, idempotency_key="same", request_hash="h2",
+            tenant="other",
+            workflow="escalate_case",
+            metadata_version=version,
+            input={},
+            idempotency_key="same",
+            request_hash="h2",
         )
         assert created
     finally:
@@ -86,7 +98,9 @@ async def test_concurrent_workers_never_claim_the_same_execution(database_url: s
     try:
         for i in range(60):
             await store.create_execution(
-                tenant="acme", workflow="escalate_case", metadata_version=version,
+                tenant="acme",
+                workflow="escalate_case",
+                metadata_version=version,
                 input={"case_id": i, "priority": "P3"},
             )
 
@@ -110,7 +124,9 @@ async def test_expired_lease_is_reclaimed_and_the_old_owner_is_fenced(
     store, version = await _store_with_metadata(database_url)
     try:
         execution, _ = await store.create_execution(
-            tenant="acme", workflow="escalate_case", metadata_version=version,
+            tenant="acme",
+            workflow="escalate_case",
+            metadata_version=version,
             input={"case_id": 1, "priority": "P1"},
         )
         [claimed] = await store.claim("worker-a", 10, lease_seconds=0.2)
@@ -138,7 +154,9 @@ async def test_executions_list_newest_first_with_cursor(database_url: str) -> No
         made = []
         for i in range(5):
             execution, _ = await store.create_execution(
-                tenant="acme", workflow="escalate_case", metadata_version=version,
+                tenant="acme",
+                workflow="escalate_case",
+                metadata_version=version,
                 input={"case_id": i, "priority": "P2"},
             )
             made.append(execution.id)

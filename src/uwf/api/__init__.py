@@ -1,5 +1,13 @@
 """API Data Access: the HTTP API (FastAPI), with RFC 9457 problem details for every error."""
 
+from uwf.api._accept import accept_action, tenant_metadata
+from uwf.api._views import execution_summary, execution_view
 from uwf.api.app import create_app
 
-__all__ = ["create_app"]
+__all__ = [
+    "accept_action",
+    "create_app",
+    "execution_summary",
+    "execution_view",
+    "tenant_metadata",
+]

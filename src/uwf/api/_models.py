@@ -17,8 +17,10 @@ class ActionRequest(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"workflow": "escalate_case",
-                 "input": {"case_id": 123, "priority": "P1", "reason": "VIP customer"}}
+                {
+                    "workflow": "escalate_case",
+                    "input": {"case_id": 123, "priority": "P1", "reason": "VIP customer"},
+                }
             ]
         },
     )

@@ -70,24 +70,39 @@ def _validation_problem(request: Request, exc: RequestValidationError) -> JSONRe
     if any(e.get("type") == "json_invalid" for e in errors):
         first = next(e for e in errors if e.get("type") == "json_invalid")
         reason = first.get("ctx", {}).get("error", "invalid JSON")
-        return problem(400, "malformed-json", "Malformed JSON",
-                       f"the request body is not valid JSON: {reason}",
-                       instance=request.url.path)
-    listed = [
-        {"location": "/".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in errors
-    ]
+        return problem(
+            400,
+            "malformed-json",
+            "Malformed JSON",
+            f"the request body is not valid JSON: {reason}",
+            instance=request.url.path,
+        )
+    listed = [{"location": "/".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in errors]
     where = {str(e["loc"][0]) for e in errors if e.get("loc")}
     status = 422 if where <= {"body"} else 400
     detail = "; ".join(f"{e['location']}: {e['message']}" for e in listed)
-    return problem(status, "invalid-request", "Invalid request", detail,
-                   instance=request.url.path, errors=listed)
+    return problem(
+        status,
+        "invalid-request",
+        "Invalid request",
+        detail,
+        instance=request.url.path,
+        errors=listed,
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
-        return problem(exc.status, exc.slug, exc.title, exc.detail,
-                       instance=request.url.path, headers=exc.headers, **exc.extensions)
+        return problem(
+            exc.status,
+            exc.slug,
+            exc.title,
+            exc.detail,
+            instance=request.url.path,
+            headers=exc.headers,
+            **exc.extensions,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -100,24 +115,37 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no such route: {request.method} {request.url.path}"
-        return problem(exc.status_code, slug, titles.get(exc.status_code, "HTTP error"),
-                       detail, instance=request.url.path,
-                       headers=getattr(exc, "headers", None))
+        return problem(
+            exc.status_code,
+            slug,
+            titles.get(exc.status_code, "HTTP error"),
+            detail,
+            instance=request.url.path,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(UwfError)
     async def _uwf(request: Request, exc: UwfError) -> JSONResponse:
         path = request.url.path
         if isinstance(exc, InputValidationError):
-            return problem(422, "invalid-input", "Invalid input", exc.message,
-                           instance=path, errors=exc.errors)
+            return problem(
+                422, "invalid-input", "Invalid input", exc.message, instance=path, errors=exc.errors
+            )
         if isinstance(exc, NotFoundError):
             return problem(404, "not-found", "Not found", exc.message, instance=path)
         if isinstance(exc, ConflictError):
-            return problem(422, "idempotency-key-reused", "Idempotency-Key reused",
-                           exc.message, instance=path)
+            return problem(
+                422, "idempotency-key-reused", "Idempotency-Key reused", exc.message, instance=path
+            )
         if isinstance(exc, MetadataError):
-            return problem(422, "invalid-metadata", "Invalid metadata", exc.message,
-                           instance=path, problems=[str(p) for p in exc.problems])
+            return problem(
+                422,
+                "invalid-metadata",
+                "Invalid metadata",
+                exc.message,
+                instance=path,
+                problems=[str(p) for p in exc.problems],
+            )
         log.error("unexpected error", error=exc.message, path=path)
         return problem(500, "internal", "Internal error", exc.message, instance=path)
 
@@ -127,13 +155,22 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         # The Pipe DB is unreachable: say so, and never claim an action was accepted.
         log.error("database unavailable", error=type(exc).__name__)
-        return problem(503, "database-unavailable", "Service unavailable",
-                       "the Pipe DB is unreachable; nothing was stored, try again",
-                       instance=request.url.path, headers={"Retry-After": "5"})
+        return problem(
+            503,
+            "database-unavailable",
+            "Service unavailable",
+            "the Pipe DB is unreachable; nothing was stored, try again",
+            instance=request.url.path,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", path=request.url.path)
-        return problem(500, "internal", "Internal error",
-                       "an unexpected error occurred; it has been logged",
-                       instance=request.url.path)
+        return problem(
+            500,
+            "internal",
+            "Internal error",
+            "an unexpected error occurred; it has been logged",
+            instance=request.url.path,
+        )

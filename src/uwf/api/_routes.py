@@ -43,12 +43,21 @@ def _authenticate(
 ) -> None:
     expected: str = request.app.state.admin_key
     if credentials is None:
-        raise ProblemError(401, "unauthenticated", "Unauthenticated",
-                           "send `Authorization: Bearer <API key>`",
-                           headers={"WWW-Authenticate": "Bearer"})
+        raise ProblemError(
+            401,
+            "unauthenticated",
+            "Unauthenticated",
+            "send `Authorization: Bearer <API key>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
-        raise ProblemError(401, "unauthenticated", "Unauthenticated", "the API key is not valid",
-                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        raise ProblemError(
+            401,
+            "unauthenticated",
+            "Unauthenticated",
+            "the API key is not valid",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
 
 
 ServiceDep = Annotated[Service, Depends(_service)]
@@ -91,8 +100,12 @@ async def submit_action(
     returns the same execution; with a different body, `422`.
     """
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        raise ProblemError(400, "invalid-idempotency-key", "Invalid Idempotency-Key",
-                           "Idempotency-Key must be 1–255 visible ASCII characters")
+        raise ProblemError(
+            400,
+            "invalid-idempotency-key",
+            "Invalid Idempotency-Key",
+            "Idempotency-Key must be 1–255 visible ASCII characters",
+        )
     execution, created = await accept_action(
         service.store, tenant, body.workflow, body.input, idempotency_key
     )
@@ -133,7 +146,8 @@ async def get_execution(tenant: str, execution_id: str, service: ServiceDep) -> 
     """One execution with every step's request, response, timing and outcome."""
     execution = (
         await service.store.get_execution(execution_id, tenant=tenant)
-        if _UUID.fullmatch(execution_id) else None
+        if _UUID.fullmatch(execution_id)
+        else None
     )
     if execution is None:
         raise NotFoundError(f"no execution '{execution_id}' for tenant '{tenant}'")
@@ -159,9 +173,7 @@ async def list_executions(
     page, next_cursor = await service.store.list_executions(
         tenant=tenant, status=status, workflow=workflow, limit=limit, cursor=cursor
     )
-    return ExecutionPage(
-        items=[execution_summary(e) for e in page], next_cursor=next_cursor
-    )
+    return ExecutionPage(items=[execution_summary(e) for e in page], next_cursor=next_cursor)
 
 
 @router.get(

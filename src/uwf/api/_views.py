@@ -45,9 +45,27 @@ async def execution_view(store: Store, execution: Execution) -> ExecutionView:
 
 def _step_view(step_id: str, step_type: str, run: StepRun | None) -> StepView:
     if run is None:
-        return StepView(id=step_id, type=step_type, status="pending", attempts=0, request=None,
-                        response=None, output=None, error=None, started_at=None,
-                        finished_at=None)
-    return StepView(id=step_id, type=step_type, status=run.status, attempts=run.attempts,
-                    request=run.request, response=run.response, output=run.output,
-                    error=run.error, started_at=run.started_at, finished_at=run.finished_at)
+        return StepView(
+            id=step_id,
+            type=step_type,
+            status="pending",
+            attempts=0,
+            request=None,
+            response=None,
+            output=None,
+            error=None,
+            started_at=None,
+            finished_at=None,
+        )
+    return StepView(
+        id=step_id,
+        type=step_type,
+        status=run.status,
+        attempts=run.attempts,
+        request=run.request,
+        response=run.response,
+        output=run.output,
+        error=run.error,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+    )

@@ -30,8 +30,18 @@ __all__ = [
 REDACTED = "[REDACTED]"
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
 _SECRET_KEYS = frozenset(
-    {"password", "token", "access_token", "refresh_token", "api_key", "apikey", "secret",
-     "client_secret", "api_token", "authorization"}
+    {
+        "password",
+        "token",
+        "access_token",
+        "refresh_token",
+        "api_key",
+        "apikey",
+        "secret",
+        "client_secret",
+        "api_token",
+        "authorization",
+    }
 )
 
 SecretResolver = Callable[[SecretRef], str]

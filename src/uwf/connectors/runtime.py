@@ -180,7 +180,7 @@ class ConnectorRuntime:
             total=target.timeout_seconds, connect=min(10.0, target.timeout_seconds)
         )
         started = time.perf_counter()
-        context = {"connection": target.connection}
+        connection = target.connection
         try:
             async with self._session(url).request(
                 method,
@@ -199,7 +199,7 @@ class ConnectorRuntime:
             raise RetryableError(
                 f"could not connect to {target.connection}: {_describe(exc)}",
                 request=request_record,
-                **context,
+                connection=connection,
             ) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
             cls = RetryableError if idempotent else OutcomeUnknownError
@@ -207,7 +207,7 @@ class ConnectorRuntime:
                 f"no response from {target.connection} after the request was sent: "
                 f"{_describe(exc)}",
                 request=request_record,
-                **context,
+                connection=connection,
             ) from None
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
         body_json = _decode(raw, resp_headers.get("Content-Type", ""))
@@ -223,9 +223,7 @@ class ConnectorRuntime:
         records = {"request": request_record, "response": response_record}
         if 200 <= status < 300:
             return body_json, records
-        raise self._error(
-            target, status, reason, body_json, resp_headers, idempotent, records, context
-        )
+        raise self._error(target, status, reason, body_json, resp_headers, idempotent, records)
 
     @staticmethod
     def _error(
@@ -236,14 +234,13 @@ class ConnectorRuntime:
         headers: Mapping[str, str],
         idempotent: bool,
         records: dict[str, Any],
-        context: dict[str, Any],
     ) -> ConnectorError:
         """The one place an HTTP status becomes an error class."""
         crm_message = _crm_message(target.spec, body)
         message = f"{target.spec.name} answered {status} {reason}".rstrip()
         if crm_message:
             message += f": {crm_message}"
-        kwargs: dict[str, Any] = {"status": status, **records, **context}
+        kwargs: dict[str, Any] = {"status": status, "connection": target.connection, **records}
         if status in target.spec.errors.retryable_statuses:
             retry_after = parse_retry_after(headers.get(target.spec.rate_limit.retry_after))
             if idempotent or status in _REJECTED_BEFORE_PROCESSING:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import time
@@ -143,14 +144,14 @@ class Executor:
             for execution in claimed:
                 task = asyncio.create_task(self._run(execution), name=f"uwf-{execution.id}")
                 self._inflight[execution.id] = task
-                task.add_done_callback(lambda _t, i=execution.id: self._done(i))
+                task.add_done_callback(functools.partial(self._done, execution.id))
             if claimed and len(claimed) == free:
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
 
-    def _done(self, execution_id: str) -> None:
+    def _done(self, execution_id: str, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(execution_id, None)
         if not self._stopping.is_set():
             self._wake.set()
@@ -177,8 +178,7 @@ class Executor:
                     execution.id,
                     self.owner,
                     "dead",
-                    error={"type": "internal", "message": message,
-                           "claims": execution.claims},
+                    error={"type": "internal", "message": message, "claims": execution.claims},
                 )
             else:
                 due = utcnow() + timedelta(seconds=2**execution.claims)

@@ -191,8 +191,12 @@ class Interpreter:
                 execution.id,
                 owner,
                 utcnow() + timedelta(seconds=delay),
-                {"type": "retrying", "message": exc.message, "step": step.id,
-                 "retry_in_seconds": round(delay, 3)},
+                {
+                    "type": "retrying",
+                    "message": exc.message,
+                    "step": step.id,
+                    "retry_in_seconds": round(delay, 3),
+                },
             )
             return _Outcome("rescheduled")
         except OutcomeUnknownError as exc:
@@ -262,8 +266,11 @@ class Interpreter:
         except ConnectorError as exc:
             return _Outcome(
                 "dead",
-                error={"type": "outcome_unknown", "step": run.step_id,
-                       "message": f"could not check whether the write happened: {exc.message}"},
+                error={
+                    "type": "outcome_unknown",
+                    "step": run.step_id,
+                    "message": f"could not check whether the write happened: {exc.message}",
+                },
             )
         if found is None:
             return None

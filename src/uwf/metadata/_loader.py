@@ -235,7 +235,12 @@ def _hint(data: Any, path: tuple[str | int, ...], error: Any) -> str | None:
     if kind in ("extra_forbidden", "missing"):
         parent: Any = data
         for part in path[:-1]:
-            parent = parent[part] if isinstance(parent, dict | list) else None
+            if isinstance(parent, dict):
+                parent = parent.get(part)
+            elif isinstance(parent, list) and isinstance(part, int) and part < len(parent):
+                parent = parent[part]
+            else:
+                parent = None
         tag = parent.get("kind") or parent.get("type") if isinstance(parent, dict) else None
         model = _MODELS_BY_TAG.get(tag) if isinstance(tag, str) else None
         if model is not None:
@@ -257,9 +262,9 @@ def check_bundle(bundle: MetadataBundle, origin_of: Any = lambda doc: None) -> l
 
     seen: dict[tuple[str, ...], Any] = {}
     for doc in bundle.documents:
-        key = (doc.kind, getattr(doc, "tenant", None) or "", doc.name)
-        if doc.kind in ("tenant", "connection"):
-            key = (doc.kind, doc.name)
+        key: tuple[str, ...] = (doc.kind, doc.name)
+        if doc.kind in ("workflow", "value_map"):
+            key = (doc.kind, getattr(doc, "tenant", None) or "", doc.name)
         if key in seen:
             report(doc, ("name",), f"duplicate {doc.kind} '{doc.name}'")
         seen[key] = doc

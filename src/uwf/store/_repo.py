@@ -189,8 +189,9 @@ class Store:
             ConflictError: the key was used before with a different request.
         """
         now = utcnow()
-        values = {
-            "id": new_id(),
+        execution_id = new_id()
+        values: dict[str, Any] = {
+            "id": execution_id,
             "tenant": tenant,
             "workflow": workflow,
             "metadata_version": metadata_version,
@@ -215,7 +216,7 @@ class Store:
                             tenant=tenant,
                             key=idempotency_key,
                             request_hash=request_hash or "",
-                            execution_id=values["id"],
+                            execution_id=execution_id,
                             created_at=now,
                         )
                     )
@@ -227,7 +228,7 @@ class Store:
             if existing is None:
                 raise
             return existing, False
-        created = await self.get_execution(values["id"])
+        created = await self.get_execution(execution_id)
         assert created is not None
         return created, True
 
@@ -250,7 +251,7 @@ class Store:
                 f"(execution {row.execution_id}); use a new key for a new request",
                 execution_id=row.execution_id,
             )
-        return await self.get_execution(row.execution_id)
+        return await self.get_execution(str(row.execution_id))
 
     async def get_execution(self, execution_id: str, tenant: str | None = None) -> Execution | None:
         query = sa.select(executions).where(executions.c.id == execution_id)
