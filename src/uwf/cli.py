@@ -32,6 +32,11 @@ T = TypeVar("T")
 
 
 def main() -> None:
+    from uwf.observability import configure_logging
+
+    # Logs go to stderr, so what a command prints on stdout stays machine-readable; only
+    # `serve` and `worker` log at the configured level.
+    configure_logging("warning")
     app()
 
 

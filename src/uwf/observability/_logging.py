@@ -12,6 +12,8 @@ def configure_logging(level: str = "info", *, json: bool = True) -> None:
     if not isinstance(numeric, int):
         numeric = logging.INFO
     logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s", force=True)
+    # Alembic narrates every migration check at INFO; only its warnings matter here.
+    logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )
