@@ -35,6 +35,26 @@ steps:
     record_id: "{{ input.case_id }}"
     body: "{{ input.text }}"
 """
+OPEN_CASE = """
+kind: workflow
+name: open_case
+tenant: acme
+connection: acme-zendesk
+input_schema:
+  type: object
+  required: [subject, text]
+steps:
+  - id: ticket
+    type: create_record
+    object: ticket
+    fields:
+      subject: "{{ input.subject }}"
+      comment:
+        body: "{{ input.text }}"
+      priority: "{{ value_map('zendesk_priority', input.priority) }}"
+output:
+  ticket_id: "{{ steps.ticket.id }}"
+"""
 FAST_RETRIES = """
 retry:
   max_attempts: 3
@@ -57,6 +77,7 @@ def metadata_dir(tmp_path: Path) -> Path:
     text = conn.read_text().replace("timeout_seconds: 20\n", "timeout_seconds: 5\n" + FAST_RETRIES)
     conn.write_text(text)
     (directory / "note_only.yaml").write_text(NOTE_ONLY)
+    (directory / "open_case.yaml").write_text(OPEN_CASE)
     return directory
 
 
@@ -247,3 +268,33 @@ async def test_unreachable_crm_is_retried_then_dead(harness: Harness) -> None:
     assert execution.error is not None
     assert "could not connect" in execution.error["message"]
     await harness.executor.runtime.close()
+
+
+async def test_create_with_a_lost_response_creates_one_ticket(harness: Harness) -> None:
+    """Ticket creation carries the step key as Zendesk's Idempotency-Key: a retry is safe."""
+    with harness.sandbox.client() as client:
+        before = client.get("/api/v2/tickets.json", params={"per_page": 1}).json()["count"]
+    harness.sandbox.control(drop_after_write_rate=1.0)
+    eid = await harness.submit(
+        "open_case", {"subject": "Printer on fire", "text": "Smoke", "priority": "P1"}
+    )
+    [claimed] = await harness.store.claim(harness.executor.owner, 1, 30)
+    assert await harness.executor._interpreter.run(claimed, harness.executor.owner) == "running"
+    harness.sandbox.reset()
+    await harness.run()
+
+    execution = await harness.store.get_execution(eid)
+    [run] = await harness.store.step_runs(eid)
+    assert execution is not None
+    assert execution.status == "succeeded", execution.error
+    assert run.attempts == 2
+    assert run.request is not None
+    assert run.request["headers"]["Idempotency-Key"] == f"{eid}:ticket"
+    assert run.response is not None
+    assert run.response["headers"].get("x-idempotency-lookup") == "hit"
+    with harness.sandbox.client() as client:
+        after = client.get("/api/v2/tickets.json", params={"per_page": 1}).json()["count"]
+        ticket = client.get(f"/api/v2/tickets/{execution.output['ticket_id']}.json").json()
+    assert after == before + 1
+    assert ticket["ticket"]["subject"] == "Printer on fire"
+    assert ticket["ticket"]["priority"] == "urgent"

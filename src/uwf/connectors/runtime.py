@@ -46,7 +46,6 @@ _RECORDED_HEADERS = (
     "location",
     "retry-after",
     "x-request-id",
-    "x-zendesk-request-id",
 )
 
 
@@ -282,7 +281,7 @@ def _recordable(body: Any, raw: bytes) -> Any:
 
 
 def _recorded_headers(headers: Mapping[str, str], spec: ConnectorSpec) -> dict[str, str]:
-    wanted = {h.lower() for h in _RECORDED_HEADERS}
+    wanted = {h.lower() for h in (*_RECORDED_HEADERS, *spec.recorded_headers)}
     limits = spec.rate_limit
     wanted |= {h.lower() for h in (limits.limit, limits.remaining, limits.reset) if h}
     return {k: v for k, v in headers.items() if k.lower() in wanted}

@@ -166,6 +166,11 @@ class ConnectorSpec(_Spec):
         description="Auth types a connection may use (api_token, basic, bearer, …) → header form"
     )
     default_headers: dict[str, str] = Field(default_factory=dict)
+    recorded_headers: list[str] = Field(
+        default_factory=list,
+        description="Response headers worth keeping in the step ledger (request ids, …) besides "
+        "content type, location, retry and rate-limit headers",
+    )
     rate_limit: RateLimitHeadersSpec = Field(default_factory=RateLimitHeadersSpec)
     errors: ErrorSpec = Field(default_factory=ErrorSpec)
     health: OperationSpec | None = Field(
