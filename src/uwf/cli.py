@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from uwf.errors import UwfError
+from uwf.metadata import MetadataBundle
 from uwf.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -122,11 +123,8 @@ def _sandbox_base(settings: Settings) -> str:
 # -- metadata ---------------------------------------------------------------------------------
 
 
-@metadata_app.command("validate")
-def metadata_validate(
-    directory: Annotated[Path, typer.Argument(help="A directory of metadata YAML files")],
-) -> None:
-    """Report every problem in a metadata directory (file, line, path, hint)."""
+def _valid_bundle(directory: Path) -> MetadataBundle:
+    """The directory's metadata, or exit 1 after printing every problem in it."""
     from uwf.metadata import validate_directory
 
     bundle, problems = validate_directory(directory)
@@ -135,6 +133,15 @@ def metadata_validate(
             err.print(str(problem), highlight=False, soft_wrap=True)
         err.print(f"[red]{len(problems)} problem(s)[/red]; nothing was applied")
         raise typer.Exit(1)
+    return bundle
+
+
+@metadata_app.command("validate")
+def metadata_validate(
+    directory: Annotated[Path, typer.Argument(help="A directory of metadata YAML files")],
+) -> None:
+    """Report every problem in a metadata directory (file, line, path, hint)."""
+    bundle = _valid_bundle(directory)
     err.print(
         f"OK: {len(bundle.tenants)} tenant(s), {len(bundle.connections)} connection(s), "
         f"{len(bundle.workflows)} workflow(s); digest {bundle.digest[:12]}",
@@ -147,15 +154,9 @@ def metadata_apply(
     directory: Annotated[Path, typer.Argument(help="A directory of metadata YAML files")],
 ) -> None:
     """Validate a metadata directory and store it as a new immutable version."""
-    from uwf.metadata import validate_directory
     from uwf.store import Store
 
-    bundle, problems = validate_directory(directory)
-    if bundle is None:
-        for problem in problems:
-            err.print(str(problem), highlight=False, soft_wrap=True)
-        err.print(f"[red]{len(problems)} problem(s)[/red]; nothing was applied")
-        raise typer.Exit(1)
+    bundle = _valid_bundle(directory)
 
     async def go() -> tuple[int, bool]:
         store = await Store.open(Settings().resolved_database_url)

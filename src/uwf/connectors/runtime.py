@@ -127,13 +127,13 @@ class ConnectorRuntime:
             raise FatalError(f"cannot build the request: {exc.message}") from None
         if operation.idempotency_header and context.get("step_key"):
             headers[operation.idempotency_header] = str(context["step_key"])
-        body_json, response = await self._send(
+        answer, response = await self._send(
             target, operation.method, path, query, headers, body, operation.is_idempotent
         )
-        result = body_json
+        result = answer["body"]
         if compiled["result"] is not None:
             try:
-                result = compiled["result"].evaluate(body_json)
+                result = compiled["result"].evaluate({**answer, "input": ctx})
             except ExpressionError as exc:
                 raise FatalError(
                     f"unexpected response shape: {exc.message}",
@@ -150,8 +150,8 @@ class ConnectorRuntime:
         compiled = verify.compiled
         path = str(compiled["path"].evaluate(ctx))
         query = _clean_query(compiled["query"].evaluate(ctx))
-        body_json, record = await self._send(target, verify.method, path, query, {}, None, True)
-        items = compiled["items"].evaluate(body_json) or []
+        answer, record = await self._send(target, verify.method, path, query, {}, None, True)
+        items = compiled["items"].evaluate({**answer, "input": ctx}) or []
         key = context.get("step_key")
         for item in items if isinstance(items, list) else []:
             if compiled["marker"].evaluate(item) == key:
@@ -167,7 +167,8 @@ class ConnectorRuntime:
         headers: dict[str, str],
         body: Any,
         idempotent: bool,
-    ) -> tuple[Any, dict[str, Any]]:
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Returns the answer (`body`, `status`, lower-cased `headers`) and the ledger records."""
         url = target.base_url.rstrip("/") + "/" + path.lstrip("/")
         all_headers = {**target.spec.default_headers, **headers, **target.credentials.headers}
         secrets = target.credentials.secrets
@@ -221,7 +222,12 @@ class ConnectorRuntime:
         )
         records = {"request": request_record, "response": response_record}
         if 200 <= status < 300:
-            return body_json, records
+            answer = {
+                "body": body_json,
+                "status": status,
+                "headers": {k.lower(): v for k, v in resp_headers.items()},
+            }
+            return answer, records
         raise self._error(target, status, reason, body_json, resp_headers, idempotent, records)
 
     @staticmethod

@@ -57,7 +57,9 @@ class VerifySpec(_Spec):
     method: HttpMethod = "GET"
     path: str
     query: dict[str, Any] = Field(default_factory=dict)
-    items: str = Field(description="JMESPath selecting the candidate list from the response")
+    items: str = Field(
+        description="JMESPath over `{body, status, headers, input}` selecting the candidates"
+    )
     marker: str = Field(description="JMESPath reading the step key back from one candidate")
 
     @cached_property
@@ -80,7 +82,8 @@ class OperationSpec(_Spec):
     body: Any = None
     result: str | None = Field(
         default=None,
-        description="JMESPath selecting the record (a list, for lookups) from the response body",
+        description="JMESPath over `{body, status, headers, input}` selecting the record "
+        "(a list, for lookups); `input` is the operation's context. Default: the body",
     )
     idempotent: bool | None = Field(
         default=None,

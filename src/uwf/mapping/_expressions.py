@@ -106,7 +106,8 @@ class Expression:
             return self._parsed.search(context, options=options)
         except ExpressionError:
             raise
-        except jmespath.exceptions.JMESPathError as exc:
+        except (jmespath.exceptions.JMESPathError, TypeError, ValueError) as exc:
+            # Built-in functions given the wrong types raise plain TypeErrors.
             raise ExpressionError(f"expression `{self.source}` failed: {exc}") from None
 
 
@@ -132,7 +133,7 @@ def compile_expression(source: str) -> Expression:
     return Expression(source, parsed)
 
 
-_FUNCTION_CALL = re.compile(r"([a-z_][a-z0-9_]*)\s*\(")
+_FUNCTION_CALL = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 
 
 def _known_functions() -> list[str]:

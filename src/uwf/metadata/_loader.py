@@ -145,6 +145,7 @@ def validate_directory(directory: Path) -> tuple[MetadataBundle | None, list[Pro
         return None, problems
     bundle = MetadataBundle(tuple(documents))
     problems = check_bundle(bundle, lambda doc: origins.get(id(doc)))
+    problems.sort(key=lambda p: (p.file, p.line or 0))
     return (None, problems) if problems else (bundle, [])
 
 
