@@ -12,7 +12,6 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 from rich.console import Console
-from rich.table import Table
 
 from uwf.errors import UwfError
 from uwf.metadata import MetadataBundle
@@ -287,15 +286,13 @@ def executions_list(
     if as_json:
         _print_json(rows)
         return
-    table = Table("id", "tenant", "workflow", "status", "created_at", "error")
+    # Plain lines, never truncated: the id is what `executions show` takes.
     for row in rows:
-        table.add_row(
-            *(
-                str(row[c] or "")
-                for c in ("id", "tenant", "workflow", "status", "created_at", "error")
-            )
+        error = f"  {row['error']}" if row["error"] else ""
+        sys.stdout.write(
+            f"{row['id']}  {row['status']:<9}  {row['tenant']}/{row['workflow']}  "
+            f"{row['created_at'][:19]}{error}\n"
         )
-    Console().print(table)
 
 
 @executions_app.command("show")

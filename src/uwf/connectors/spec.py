@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from uwf.errors import ExpressionError
 from uwf.mapping import Expression, compile_expression, compile_value
 
 __all__ = [
@@ -183,16 +184,24 @@ class ConnectorSpec(_Spec):
 
     @model_validator(mode="after")
     def _compile_everything(self) -> ConnectorSpec:
-        for obj in self.objects.values():
-            for op in obj.operations.values():
-                op.check()
+        """Compile every template now, so a bad spec is refused with where the problem is."""
+        checks: list[tuple[str, Any]] = [
+            (f"objects.{name}.operations.{op_name}", op.check)
+            for name, obj in self.objects.items()
+            for op_name, op in obj.operations.items()
+        ]
         if self.health is not None:
-            self.health.check()
-        _ = self.errors.message_expression
-        for template in self.auth.values():
+            checks.append(("health", self.health.check))
+        checks.append(("errors.message", lambda: self.errors.message_expression))
+        for auth_name, template in self.auth.items():
             for value in (template.username, template.password, template.token):
                 if value is not None:
-                    compile_value(value)
+                    checks.append((f"auth.{auth_name}", lambda v=value: compile_value(v)))
+        for where, check in checks:
+            try:
+                check()
+            except ExpressionError as exc:
+                raise ValueError(f"{where}: {exc.message}") from None
         return self
 
     def operation(self, obj: str, op: str) -> OperationSpec | None:

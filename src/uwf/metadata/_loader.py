@@ -50,7 +50,9 @@ _MODELS_BY_TAG: dict[str, type[BaseModel]] = {
     "basic": BasicAuth,
     "bearer": BearerAuth,
 }
-_STEP_REFERENCE = re.compile(r"\bsteps\.([a-z_][a-z0-9_]*)")
+_STEP_REFERENCE = re.compile(r"(?<![\w.])steps\.([a-z_][a-z0-9_]*)")
+_VALUE_MAP_CALL = re.compile(r"value_map\(\s*'([^']+)'")
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|`[^`]*`|\"(?:[^\"\\]|\\.)*\"")
 _INTERPOLATION = re.compile(r"\$\{([a-z_]+):([^}]*)\}")
 
 
@@ -131,7 +133,10 @@ def validate_directory(directory: Path) -> tuple[MetadataBundle | None, list[Pro
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
-            problems.append(Problem(name, "", f"not valid YAML: {exc}".splitlines()[0], line=line))
+            reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            context = getattr(exc, "context", None)
+            message = f"not valid YAML: {reason}" + (f" ({context})" if context else "")
+            problems.append(Problem(name, "", message, line=line))
             continue
         for node, data in zip(nodes, datas, strict=True):
             if data is None:
@@ -174,6 +179,8 @@ def _parse_document(data: Any, origin: _Origin, problems: list[Problem]) -> Any:
     except ValidationError as exc:
         for error in exc.errors():
             path = _clean_location(data, error["loc"])
+            if error["type"] == "union_tag_invalid":
+                path = (*path, str(error.get("ctx", {}).get("discriminator", "")).strip("'"))
             problems.append(
                 Problem(
                     origin.file,
@@ -319,22 +326,31 @@ def _check_workflow(bundle: MetadataBundle, wf: WorkflowSpec, report: Any) -> No
         path = ("input_schema", *exc.path)
         report(wf, path, f"not a valid JSON Schema: {exc.message}")
     value_maps = bundle.value_maps_for(wf.tenant)
+
+    def connection_of(name: str, path: tuple[str | int, ...]) -> ConnectionSpec | None:
+        conn = bundle.connections.get(name)
+        if conn is None or conn.tenant != wf.tenant:
+            report(
+                wf,
+                path,
+                f"unknown connection '{name}' for tenant '{wf.tenant}'",
+                _known(tenant_connections),
+            )
+            return None
+        return conn
+
+    default_connection = connection_of(wf.connection, ("connection",))
     earlier: list[str] = []
     for index, step in enumerate(wf.steps):
         base: tuple[str | int, ...] = ("steps", index)
         if step.id in earlier:
             report(wf, (*base, "id"), f"duplicate step id '{step.id}'")
-        conn_name = step.connection or wf.connection
-        conn = bundle.connections.get(conn_name)
-        conn_path = (*base, "connection") if step.connection else ("connection",)
-        if conn is None or conn.tenant != wf.tenant:
-            report(
-                wf,
-                conn_path,
-                f"unknown connection '{conn_name}' for tenant '{wf.tenant}'",
-                _known(tenant_connections),
-            )
-        else:
+        conn = (
+            connection_of(step.connection, (*base, "connection"))
+            if step.connection
+            else default_connection
+        )
+        if conn is not None:
             connector = builtin_connectors().get(conn.connector)
             if connector is not None:
                 obj = connector.objects.get(step.object)
@@ -356,6 +372,10 @@ def _check_workflow(bundle: MetadataBundle, wf: WorkflowSpec, report: Any) -> No
                     )
         for name, value in step.model_dump(exclude_none=True).items():
             if name in ("id", "type", "object", "connection", "retry", "required", "public"):
+                continue
+            if name == "output":  # named JMESPath extractions over the step's result
+                for key, expr in value.items():
+                    _check_value(wf, (*base, name, key), expr, [], {}, report, condition=True)
                 continue
             _check_value(
                 wf, (*base, name), value, earlier, value_maps, report, condition=(name == "when")
@@ -382,7 +402,7 @@ def _check_value(
     try:
         if condition:
             compiled_sources = [compile_expression(value).source]
-            names: set[str] = set()
+            names = set(_VALUE_MAP_CALL.findall(compiled_sources[0]))
         else:
             compiled = compile_value(value)
             compiled_sources = [e.source for e in compiled.expressions()]
@@ -391,7 +411,7 @@ def _check_value(
         report(wf, path, exc.message)
         return
     for source in compiled_sources:
-        for ref in _STEP_REFERENCE.findall(source):
+        for ref in _STEP_REFERENCE.findall(_QUOTED.sub("''", source)):
             if ref not in earlier:
                 report(
                     wf,

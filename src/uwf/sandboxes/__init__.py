@@ -10,6 +10,15 @@ Example:
     >>> app = create_sandbox_app("zendesk", home)                      # doctest: +SKIP
     >>> routes = [Mount("/sandbox/zendesk", app=app)]                  # doctest: +SKIP
     >>> sandbox_credentials(home, "zendesk")["api_token"]              # doctest: +SKIP
+
+Inside, one module per concern; a CRM module (``zendesk``, with its records in
+``_zendesk_records``) brings routes, error bodies, schema and seed data, and reuses:
+
+- ``_harness``: `SandboxApp` (``_control``, faults, stats, account limit) and the
+  `SandboxProfile` a CRM implements;
+- ``_store``: the SQLite record store, id sequences and the idempotency ledger;
+- ``_limits``: fixed- and sliding-window rate limiters;
+- ``_common``: timestamps, public URLs and pagination cursors.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from uwf.sandboxes import zendesk
-from uwf.sandboxes._common import SandboxApp, UnknownSandboxError
+from uwf.sandboxes._harness import SandboxApp
 
 __all__ = [
     "SANDBOXES",
@@ -32,6 +41,10 @@ __all__ = [
     "sandbox_accounts",
     "sandbox_credentials",
 ]
+
+
+class UnknownSandboxError(LookupError):
+    """Raised for a CRM id that has no sandbox; the message lists the known ids."""
 
 
 @dataclass(frozen=True, slots=True)
