@@ -53,7 +53,7 @@ def test_quickstart_escalation_lands_in_the_crm(live_server: LiveServer) -> None
         assert execution["output"] == {
             "case_id": 123,
             "priority": "urgent",
-            "assignee_id": alice_id,
+            "owner_id": alice_id,
         }
         ticket = sandbox.get("/api/v2/tickets/123.json").json()["ticket"]
         assert ticket["priority"] == "urgent"

@@ -124,7 +124,7 @@ def test_validate_a_broken_copy_lists_each_problem_and_applies_nothing(
     assert result.code == 1
     assert result.stderr.splitlines() == [
         f"escalate_case.yaml:{line_of(workflow, 'object: agent')}: steps[0].object: "
-        "connector 'zendesk' has no object 'agent' (hint: known: ticket, user)",
+        "connector 'zendesk' has no object 'agent' (hint: known: case, user)",
         "1 problem(s); nothing was applied",
     ]
 
@@ -256,7 +256,7 @@ def test_run_prints_the_succeeded_execution(ran: Ran) -> None:
         ("reassign", "skipped"),
         ("note", "succeeded"),
     ]
-    assert execution["output"] == {"case_id": 123, "priority": "high", "assignee_id": None}
+    assert execution["output"] == {"case_id": 123, "priority": "high", "owner_id": None}
     note = execution["steps"][3]
     assert note["request"]["body"]["ticket"]["comment"] == {
         "body": "Escalated: cli test",

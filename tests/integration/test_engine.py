@@ -31,7 +31,7 @@ input_schema:
 steps:
   - id: note
     type: add_comment
-    object: ticket
+    object: case
     record_id: "{{ input.case_id }}"
     body: "{{ input.text }}"
 """
@@ -46,7 +46,7 @@ input_schema:
 steps:
   - id: ticket
     type: create_record
-    object: ticket
+    object: case
     fields:
       subject: "{{ input.subject }}"
       comment:

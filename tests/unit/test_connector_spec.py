@@ -45,8 +45,8 @@ def test_builtin_zendesk_spec_loads() -> None:
 
     assert spec.name == "Zendesk Support"
     assert set(spec.auth) == {"api_token", "bearer"}
-    assert set(spec.objects) == {"ticket", "user"}
-    assert set(spec.objects["ticket"].operations) == {
+    assert set(spec.objects) == {"case", "user"}
+    assert set(spec.objects["case"].operations) == {
         "get",
         "update",
         "create",
@@ -60,15 +60,15 @@ def test_builtin_zendesk_spec_loads() -> None:
 def test_operation_finds_what_the_spec_declares_and_nothing_else() -> None:
     spec = builtin_connectors()["zendesk"]
 
-    update = spec.operation("ticket", "update")
+    update = spec.operation("case", "update")
     assert update is not None
     assert (update.method, update.path) == ("PUT", "/api/v2/tickets/{{ record_id }}.json")
-    assert spec.operation("ticket", "lookup") is None
+    assert spec.operation("case", "lookup") is None
     assert spec.operation("organization", "get") is None
 
 
 def test_builtin_templates_render_a_request() -> None:
-    update = builtin_connectors()["zendesk"].operation("ticket", "update")
+    update = builtin_connectors()["zendesk"].operation("case", "update")
     assert update is not None
     context = {"record_id": 123, "fields": {"priority": "high"}}
 
@@ -90,12 +90,12 @@ def _break(data: dict[str, Any], where: str, value: Any) -> None:
 # where → (the bad value, the expression the error must quote)
 BAD_TEMPLATES: dict[str, tuple[str, Any, str]] = {
     "path": (
-        "objects.ticket.operations.get.path",
+        "objects.case.operations.get.path",
         "/api/v2/tickets/{{ record_id.[ }}.json",
         "`record_id.[`",
     ),
     "body": (
-        "objects.ticket.operations.update.body",
+        "objects.case.operations.update.body",
         {"ticket": "{{ nosuch(fields) }}"},
         "`nosuch(fields)`",
     ),
@@ -104,9 +104,9 @@ BAD_TEMPLATES: dict[str, tuple[str, Any, str]] = {
         {"query": "email:{{ criteria. }}"},
         "`criteria.`",
     ),
-    "result": ("objects.ticket.operations.get.result", "ticket.[", "`ticket.[`"),
+    "result": ("objects.case.operations.get.result", "ticket.[", "`ticket.[`"),
     "verify-marker": (
-        "objects.ticket.operations.add_comment.verify.marker",
+        "objects.case.operations.add_comment.verify.marker",
         "metadata.[",
         "`metadata.[`",
     ),
@@ -132,13 +132,13 @@ def test_a_bad_template_is_reported_with_its_place_in_the_spec() -> None:
     data = zendesk_data()
     _break(data, place, value)
 
-    with pytest.raises(ValidationError, match=r"(?s)ticket.*get.*record_id\.\["):
+    with pytest.raises(ValidationError, match=r"(?s)case.*get.*record_id\.\["):
         ConnectorSpec.model_validate(data)
 
 
 def test_an_unknown_field_in_a_spec_fails_at_load() -> None:
     data = zendesk_data()
-    data["objects"]["ticket"]["operations"]["get"]["verb"] = "GET"
+    data["objects"]["case"]["operations"]["get"]["verb"] = "GET"
 
     with pytest.raises(ValidationError, match="verb"):
         ConnectorSpec.model_validate(data)
@@ -146,7 +146,7 @@ def test_an_unknown_field_in_a_spec_fails_at_load() -> None:
 
 def test_an_unknown_operation_name_fails_at_load() -> None:
     data = zendesk_data()
-    data["objects"]["ticket"]["operations"]["delete"] = {"method": "DELETE", "path": "/x"}
+    data["objects"]["case"]["operations"]["delete"] = {"method": "DELETE", "path": "/x"}
 
     with pytest.raises(ValidationError, match="delete"):
         ConnectorSpec.model_validate(data)
@@ -176,7 +176,7 @@ def test_is_idempotent(method: str, extra: dict[str, Any], expected: bool) -> No
 
 
 def test_builtin_zendesk_comments_are_not_resent_blindly_and_creates_carry_a_key() -> None:
-    ticket = builtin_connectors()["zendesk"].objects["ticket"].operations
+    ticket = builtin_connectors()["zendesk"].objects["case"].operations
 
     assert ticket["add_comment"].is_idempotent is False
     assert ticket["add_comment"].verify is not None

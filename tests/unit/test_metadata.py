@@ -200,15 +200,15 @@ BREAKAGES = {
         "object: agent",
         "steps[0].object",
         "connector 'zendesk' has no object 'agent'",
-        "known: ticket, user",
+        "known: case, user",
         "object: agent",
     ),
     "operation-not-supported": Breakage(
         "escalate_case.yaml",
         "object: user",
-        "object: ticket",
+        "object: case",
         "steps[0].type",
-        "object 'ticket' of connector 'zendesk' does not support lookup",
+        "object 'case' of connector 'zendesk' does not support lookup",
         "known: add_comment, assign, create, get, update",
         "type: lookup",
     ),
@@ -341,9 +341,9 @@ def test_problem_prints_as_file_line_path_message_and_hint(metadata: Path) -> No
 
     assert str(problem) == (
         f"escalate_case.yaml:{line_of(metadata / 'escalate_case.yaml', 'object: agent')}: "
-        "steps[0].object: connector 'zendesk' has no object 'agent' (hint: known: ticket, user)"
+        "steps[0].object: connector 'zendesk' has no object 'agent' (hint: known: case, user)"
     )
-    assert problem.as_dict()["hint"] == "known: ticket, user"
+    assert problem.as_dict()["hint"] == "known: case, user"
 
 
 def test_a_problem_without_a_path_names_the_document(metadata: Path) -> None:

@@ -151,13 +151,17 @@ class ConnectorRuntime:
         """Look for the record a lost write would have made; returns (match or None, record)."""
         ctx = {**context, "connection": dict(target.config)}
         compiled = verify.compiled
-        path = str(compiled["path"].evaluate(ctx))
-        query = _clean_query(compiled["query"].evaluate(ctx))
-        answer, record = await self._send(target, verify.method, path, query, {}, None, True)
+        try:
+            path = str(compiled["path"].evaluate(ctx))
+            query = _clean_query(compiled["query"].evaluate(ctx))
+            body = compiled["body"].evaluate(ctx) if compiled["body"] is not None else None
+            expected = compiled["expected"].evaluate(ctx)
+        except ExpressionError as exc:
+            raise FatalError(f"cannot build the verification request: {exc.message}") from None
+        answer, record = await self._send(target, verify.method, path, query, {}, body, True)
         items = compiled["items"].evaluate({**answer, "input": ctx}) or []
-        key = context.get("step_key")
         for item in items if isinstance(items, list) else []:
-            if compiled["marker"].evaluate(item) == key:
+            if _same(compiled["marker"].evaluate(item), expected):
                 return item, record
         return None, record
 
@@ -255,6 +259,13 @@ class ConnectorRuntime:
                 return RetryableError(message, retry_after=retry_after, **kwargs)
             return OutcomeUnknownError(message, **kwargs)
         return FatalError(message, **kwargs)
+
+
+def _same(found: Any, expected: Any) -> bool:
+    """Equal, allowing for CRMs that return every value as a string (ServiceNow)."""
+    if found is None or expected is None:
+        return False
+    return bool(found == expected or str(found).strip() == str(expected).strip())
 
 
 def _describe(exc: BaseException) -> str:

@@ -51,25 +51,34 @@ class _Spec(BaseModel):
 class VerifySpec(_Spec):
     """How to find out whether a write whose response was lost did happen.
 
-    The request (`method`/`path`/`query`) lists candidates; `items` selects the list from the
-    response body and `marker` reads, from each item, the step key the write carried.
+    The request (`method`, `path`, `query`, `body`) lists candidates; `items` selects them from
+    the answer, and a candidate matches when `marker` (read from it) equals `expected` (read
+    from the operation's context). By default the write carries the step key as a marker; a CRM
+    that cannot store one is matched on content instead, e.g. `marker: CommentBody`,
+    `expected: body`.
     """
 
     method: HttpMethod = "GET"
     path: str
     query: dict[str, Any] = Field(default_factory=dict)
+    body: Any = None
     items: str = Field(
         description="JMESPath over `{body, status, headers, input}` selecting the candidates"
     )
-    marker: str = Field(description="JMESPath reading the step key back from one candidate")
+    marker: str = Field(description="JMESPath reading the marker from one candidate")
+    expected: str = Field(
+        default="step_key", description="JMESPath over the operation's context: the value sought"
+    )
 
     @cached_property
     def compiled(self) -> dict[str, Any]:
         return {
             "path": compile_value(self.path),
             "query": compile_value(self.query),
+            "body": compile_value(self.body) if self.body is not None else None,
             "items": compile_expression(self.items),
             "marker": compile_expression(self.marker),
+            "expected": compile_expression(self.expected),
         }
 
 
@@ -120,10 +129,38 @@ class OperationSpec(_Spec):
 
 
 class ObjectSpec(_Spec):
-    """An object of the CRM (ticket, user, …) and the operations it supports."""
+    """An object of the CRM, named canonically (case, user, …), and its operations.
+
+    `fields` maps canonical field names a workflow writes (`priority`, `owner_id`, …) to the
+    CRM's own; names it does not list pass through unchanged, so custom fields work as they
+    are. `record` reads canonical fields out of a native record (JMESPath each); a step's
+    output is then the canonical fields plus `native`, the record as the CRM returned it.
+    """
 
     description: str | None = None
+    native_name: str | None = Field(default=None, description="The CRM's name for the object")
+    fields: dict[str, str] = Field(default_factory=dict)
+    record: dict[str, str] = Field(default_factory=dict)
     operations: dict[OperationName, OperationSpec]
+
+    @cached_property
+    def compiled_record(self) -> dict[str, Expression]:
+        return {name: compile_expression(expr) for name, expr in self.record.items()}
+
+    def to_native(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return {self.fields.get(name, name): value for name, value in fields.items()}
+
+    def to_canonical(self, record: Any) -> Any:
+        """The canonical view of one native record (or of each, for a list)."""
+        if not self.record:
+            return record
+        if isinstance(record, list):
+            return [self.to_canonical(item) for item in record]
+        if not isinstance(record, dict):
+            return record
+        view = {name: expr.evaluate(record) for name, expr in self.compiled_record.items()}
+        view["native"] = record
+        return view
 
 
 class ErrorSpec(_Spec):
@@ -189,6 +226,10 @@ class ConnectorSpec(_Spec):
             (f"objects.{name}.operations.{op_name}", op.check)
             for name, obj in self.objects.items()
             for op_name, op in obj.operations.items()
+        ]
+        checks += [
+            (f"objects.{name}.record", lambda o=obj: o.compiled_record)
+            for name, obj in self.objects.items()
         ]
         if self.health is not None:
             checks.append(("health", self.health.check))

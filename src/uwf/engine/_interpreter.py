@@ -149,14 +149,19 @@ class Interpreter:
             await self._store.save_step(execution.id, owner, run)
             return fail("failed", "connection", exc.message, connection=conn_name)
 
+        obj = target.spec.objects[step.object]
         op_context = {**inputs, "step_key": step_key}
+        if isinstance(inputs.get("fields"), dict):
+            op_context["fields"] = obj.to_native(inputs["fields"])
+        # Records come back in the canonical shape (plus `native`); comments as the CRM sends them.
+        canonical = obj.to_canonical if operation_name != "add_comment" else _same
         if run.status in ("sending", "outcome_unknown") and not operation.is_idempotent:
             # The request may have reached the CRM before we lost track of it.
             found = await self._verify(execution, owner, target, operation, op_context, run)
             if isinstance(found, _Outcome):
                 return found
             if found is not None:
-                self._done(run, context, step, found, inputs)
+                self._done(run, context, step, canonical(found), inputs)
                 await self._store.save_step(execution.id, owner, run)
                 return None
 
@@ -226,7 +231,7 @@ class Interpreter:
 
         run.request, run.response = result.request, result.response
         try:
-            self._done(run, context, step, result.result, inputs)
+            self._done(run, context, step, canonical(result.result), inputs)
         except UwfError as exc:
             run.status, run.error, run.finished_at = "failed", _error(exc), utcnow()
             await self._store.save_step(execution.id, owner, run)
@@ -321,6 +326,10 @@ class Interpreter:
         run.request = exc.request or run.request
         run.response = exc.response
         run.finished_at = utcnow()
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _error(exc: UwfError) -> dict[str, Any]:
