@@ -53,10 +53,15 @@ class RunningSandbox:
 
 
 @contextmanager
-def serve_sandbox(home: Path) -> Iterator[RunningSandbox]:
-    """Serve the Zendesk sandbox under ``PREFIX`` of a parent app on a free loopback port."""
-    app = create_sandbox_app("zendesk", home)
-    parent = Starlette(routes=[Mount(PREFIX, app=app)])
+def serve_sandbox(home: Path, crm: str = "zendesk") -> Iterator[RunningSandbox]:
+    """Serve a CRM's sandbox under ``/sandbox/<crm>`` of a parent app on a free loopback port.
+
+    The `client()`, `credentials` helpers of `RunningSandbox` speak Zendesk's auth; other
+    CRMs' tests build their own clients from ``app.credentials``.
+    """
+    prefix = f"/sandbox/{crm}"
+    app = create_sandbox_app(crm, home)
+    parent = Starlette(routes=[Mount(prefix, app=app)])
     config = uvicorn.Config(parent, host="127.0.0.1", port=0, log_level="critical", ws="none")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -68,7 +73,7 @@ def serve_sandbox(home: Path) -> Iterator[RunningSandbox]:
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield RunningSandbox(f"http://127.0.0.1:{port}{PREFIX}", home, app)
+        yield RunningSandbox(f"http://127.0.0.1:{port}{prefix}", home, app)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

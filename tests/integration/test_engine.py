@@ -51,7 +51,7 @@ steps:
       subject: "{{ input.subject }}"
       comment:
         body: "{{ input.text }}"
-      priority: "{{ value_map('zendesk_priority', input.priority) }}"
+      priority: "{{ value_map('case_priority', input.priority) }}"
 output:
   ticket_id: "{{ steps.ticket.id }}"
 """

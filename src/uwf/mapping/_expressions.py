@@ -9,7 +9,8 @@ A metadata value is compiled once (when metadata is loaded) and evaluated many t
 * dicts and lists are compiled member by member.
 
 Project functions are JMESPath custom functions: `value_map(name, value)`, `lower`, `upper`,
-`trim`, `coalesce(a, b, …)`. JMESPath has no loops, so evaluation time is bounded by the size of
+`trim`, `coalesce(a, b, …)`, and quoting for CRM query languages: `url_encode`, `soql_quote`,
+`odata_quote`, `snow_escape`. JMESPath has no loops, so evaluation time is bounded by the size of
 the context; sources are bounded by `MAX_EXPRESSION_LENGTH`.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -88,6 +90,32 @@ class _Functions(jmespath.functions.Functions):
     @jmespath.functions.signature({"types": [], "variadic": True})
     def _func_coalesce(self, *values: Any) -> Any:
         return next((v for v in values if v is not None and v != ""), None)
+
+    # Quoting for the query languages CRMs take in URLs. Values from callers must never be
+    # able to change a query's meaning.
+
+    @jmespath.functions.signature({"types": ["string", "number"]})
+    def _func_url_encode(self, value: str | float) -> str:
+        """Percent-encode for one path segment or query value (`/` included)."""
+        return urllib.parse.quote(_as_text(value), safe="")
+
+    @jmespath.functions.signature({"types": ["string", "number"]})
+    def _func_soql_quote(self, value: str | float) -> str:
+        """A SOQL string literal: `O'Brien` → `'O\\'Brien'` (Salesforce)."""
+        text = _as_text(value)
+        for char, escaped in (("\\", "\\\\"), ("'", "\\'"), ("\n", "\\n"), ("\r", "\\r")):
+            text = text.replace(char, escaped)
+        return f"'{text}'"
+
+    @jmespath.functions.signature({"types": ["string", "number"]})
+    def _func_odata_quote(self, value: str | float) -> str:
+        """An OData string literal: `O'Brien` → `'O''Brien'` (Dynamics 365)."""
+        return "'" + _as_text(value).replace("'", "''") + "'"
+
+    @jmespath.functions.signature({"types": ["string", "number"]})
+    def _func_snow_escape(self, value: str | float) -> str:
+        """A value inside a ServiceNow encoded query, where `^` separates conditions."""
+        return _as_text(value).replace("^", "^^")
 
 
 _NO_MAPS: Mapping[str, ValueMap] = {}

@@ -24,12 +24,12 @@ Inside, one module per concern; a CRM module (``zendesk``, with its records in
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from uwf.sandboxes import zendesk
 from uwf.sandboxes._harness import SandboxApp
 
 __all__ = [
@@ -62,9 +62,26 @@ class SandboxFactory:
     credentials: Callable[[Path], dict[str, str]]
 
 
-SANDBOXES: Mapping[str, SandboxFactory] = {
-    "zendesk": SandboxFactory("zendesk", zendesk.create_app, zendesk.credentials),
-}
+# Each CRM's sandbox is the module `uwf.sandboxes.<crm>`, exposing `create_app(home)` and
+# `credentials(home)`. The list is explicit; a module not (yet) present is simply not offered.
+_CRMS = ("zendesk", "salesforce", "servicenow", "hubspot", "dynamics", "freshdesk")
+
+
+def _discover() -> dict[str, SandboxFactory]:
+    factories: dict[str, SandboxFactory] = {}
+    for crm in _CRMS:
+        name = f"uwf.sandboxes.{crm}"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        factories[crm] = SandboxFactory(crm, module.create_app, module.credentials)
+    return factories
+
+
+SANDBOXES: Mapping[str, SandboxFactory] = _discover()
 
 
 def _factory(crm: str) -> SandboxFactory:
