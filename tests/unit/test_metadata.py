@@ -63,7 +63,7 @@ def test_examples_are_valid() -> None:
     assert set(bundle.tenants) == {"acme"}
     assert set(bundle.connections) == {"acme-zendesk"}
     assert bundle.workflow_names("acme") == ["escalate_case"]
-    assert set(bundle.value_maps_for("acme")) == {"zendesk_priority"}
+    assert set(bundle.value_maps_for("acme")) == {"case_priority"}
     assert bundle.value_maps_for("someone-else") == {}
 
 
@@ -214,7 +214,7 @@ BREAKAGES = {
     ),
     "refers-to-later-step": Breakage(
         "escalate_case.yaml",
-        "priority: \"{{ value_map('zendesk_priority', input.priority) }}\"",
+        "priority: \"{{ value_map('case_priority', input.priority) }}\"",
         'priority: "{{ steps.note.id }}"',
         "steps[1].fields.priority",
         "`steps.note` does not name an earlier step",
@@ -241,11 +241,11 @@ BREAKAGES = {
     ),
     "unknown-value-map": Breakage(
         "escalate_case.yaml",
-        "value_map('zendesk_priority'",
+        "value_map('case_priority'",
         "value_map('priority_map'",
         "steps[1].fields.priority",
         "unknown value map 'priority_map'",
-        "known: zendesk_priority",
+        "known: case_priority",
         "priority_map",
     ),
     "bad-jmespath-in-when": Breakage(
