@@ -7,7 +7,7 @@ from pathlib import Path
 
 import structlog
 
-from uwf.auth import env_or_sandbox_resolver
+from uwf.auth import Vault, env_or_sandbox_resolver
 from uwf.engine import Executor
 from uwf.metadata import load_directory
 from uwf.sandboxes import SANDBOXES, sandbox_credentials
@@ -76,6 +76,9 @@ def make_executor(settings: Settings, store: Store, sandbox_base: str | None) ->
         store,
         secrets=env_or_sandbox_resolver(lambda crm: sandbox_credentials(home, crm)),
         sandbox_url=sandbox_url,
+        vault=Vault.load(
+            home, settings.secret_key.get_secret_value() if settings.secret_key else None
+        ),
         concurrency=settings.worker_concurrency,
         lease_seconds=settings.lease_seconds,
         poll_interval=settings.poll_interval,

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
         default=None, description="How UWF is reached from outside; default http://host:port"
     )
     admin_key: SecretStr | None = None
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="32-byte URL-safe base64 key encrypting secrets at rest; "
+        "default: generated on first start in $UWF_HOME/secret.key",
+    )
     metadata_dir: Path | None = Field(
         default=None, description="Metadata applied on first start; default examples/metadata"
     )

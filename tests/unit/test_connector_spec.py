@@ -17,7 +17,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import ValidationError
 
-from uwf.auth import REDACTED, Credentials, build_credentials, env_or_sandbox_resolver, redact
+from uwf.auth import (
+    REDACTED,
+    Credentials,
+    StaticAuth,
+    build_credentials,
+    env_or_sandbox_resolver,
+    redact,
+)
 from uwf.connectors import ConnectorSpec, OperationSpec, builtin_connectors
 from uwf.connectors.runtime import ConnectorRuntime, Target, parse_retry_after
 from uwf.errors import (
@@ -262,7 +269,7 @@ def _target(base_url: str) -> Target:
         connection="acme-zendesk",
         base_url=base_url,
         spec=builtin_connectors()["zendesk"],
-        credentials=Credentials({"Authorization": "Bearer S3CRET"}, ("S3CRET",)),
+        auth=StaticAuth(Credentials({"Authorization": "Bearer S3CRET"}, ("S3CRET",))),
         timeout_seconds=5,
         config={},
     )

@@ -1,18 +1,33 @@
-"""Credentials: resolving secret references, building auth headers, redacting secrets."""
+"""Credentials: secret references, auth headers, OAuth tokens, encryption at rest, redaction."""
 
 from uwf.auth._credentials import (
     REDACTED,
+    Authenticator,
     Credentials,
+    OAuthAuth,
     SecretResolver,
+    StaticAuth,
+    build_authenticator,
     build_credentials,
     env_or_sandbox_resolver,
     redact,
 )
+from uwf.auth._oauth import Grant, Token, TokenManager
+from uwf.auth._vault import Vault, VaultError
 
 __all__ = [
     "REDACTED",
+    "Authenticator",
     "Credentials",
+    "Grant",
+    "OAuthAuth",
     "SecretResolver",
+    "StaticAuth",
+    "Token",
+    "TokenManager",
+    "Vault",
+    "VaultError",
+    "build_authenticator",
     "build_credentials",
     "env_or_sandbox_resolver",
     "redact",

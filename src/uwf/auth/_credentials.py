@@ -11,12 +11,13 @@ import base64
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from uwf.auth._oauth import Grant, TokenManager
 from uwf.connectors import ConnectorSpec
 from uwf.errors import FatalError
 from uwf.mapping import compile_value
-from uwf.metadata import ConnectionSpec, SecretRef
+from uwf.metadata import OAUTH2_TYPES, ConnectionSpec, SecretRef
 
 __all__ = [
     "REDACTED",
@@ -81,6 +82,114 @@ class Credentials:
         return f"Credentials(headers={list(self.headers)}, secrets={len(self.secrets)})"
 
 
+class Authenticator(Protocol):
+    """What the connector runtime asks for each request's credentials."""
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values to redact from anything recorded."""
+
+    async def headers(self) -> dict[str, str]:
+        """Headers to send now; may fetch or refresh a token."""
+
+    async def rejected(self, headers: dict[str, str]) -> bool:
+        """The CRM answered 401 to `headers`; True when a retry with new ones may succeed."""
+
+
+@dataclass(frozen=True, slots=True)
+class StaticAuth:
+    """Credentials that do not change: API tokens, basic auth, fixed bearer tokens."""
+
+    credentials: Credentials
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self.credentials.secrets
+
+    async def headers(self) -> dict[str, str]:
+        return self.credentials.headers
+
+    async def rejected(self, headers: dict[str, str]) -> bool:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthAuth:
+    """A bearer token from an OAuth 2.0 token endpoint, shared and refreshed by `TokenManager`."""
+
+    manager: TokenManager
+    key: str
+    grant: Grant
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self.grant.secrets
+
+    async def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.manager.access_token(self.key, self.grant)}"}
+
+    async def rejected(self, headers: dict[str, str]) -> bool:
+        used = headers.get("Authorization", "").removeprefix("Bearer ")
+        await self.manager.invalidate(self.key, used)
+        return True
+
+
+def build_authenticator(
+    connection: ConnectionSpec,
+    connector: ConnectorSpec,
+    resolve: SecretResolver,
+    tokens: TokenManager | None,
+    interpolate: Callable[[str], str],
+    base_url: str,
+) -> Authenticator:
+    """The authenticator a connection's auth metadata asks for."""
+    auth = connection.auth
+    template = connector.auth.get(auth.type)
+    if template is None:
+        raise FatalError(f"connector '{connector.id}' does not support auth '{auth.type}'")
+    if auth.type not in OAUTH2_TYPES:
+        return StaticAuth(build_credentials(connection, connector, resolve))
+    if tokens is None:
+        raise FatalError("OAuth connections need a token manager")
+    fields = _resolved_fields(auth, resolve)
+    token_url = getattr(auth, "token_url", None)
+    if token_url:
+        token_url = interpolate(token_url)
+    elif template.token_url:
+        token_url = str(
+            compile_value(template.token_url).evaluate({**fields, "base_url": base_url})
+        )
+    else:
+        raise FatalError(
+            f"connection '{connection.name}' needs `auth.token_url`: connector "
+            f"'{connector.id}' has no default token endpoint"
+        )
+    grant = Grant(
+        auth_type=auth.type,
+        token_url=token_url,
+        client_id=str(fields["client_id"]),
+        client_secret=fields.get("client_secret"),
+        scope=fields.get("scope"),
+        username=fields.get("username"),
+        password=fields.get("password"),
+        refresh_token=fields.get("refresh_token"),
+        private_key=fields.get("private_key"),
+        audience=fields.get("audience") or template.audience,
+        default_ttl_seconds=template.default_ttl_seconds,
+    )
+    return OAuthAuth(tokens, f"{connection.name}:{grant.fingerprint()}", grant)
+
+
+def _resolved_fields(auth: Any, resolve: SecretResolver) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name in type(auth).model_fields:
+        if name == "type":
+            continue
+        value = getattr(auth, name)
+        fields[name] = resolve(value) if isinstance(value, SecretRef) else value
+    return fields
+
+
 def build_credentials(
     connection: ConnectionSpec, connector: ConnectorSpec, resolve: SecretResolver
 ) -> Credentials:
@@ -88,15 +197,8 @@ def build_credentials(
     template = connector.auth.get(auth.type)
     if template is None:
         raise FatalError(f"connector '{connector.id}' does not support auth '{auth.type}'")
-    fields: dict[str, Any] = {}
-    secrets: list[str] = []
-    for name, value in auth.model_dump(exclude={"type"}).items():
-        ref = getattr(auth, name)
-        if isinstance(ref, SecretRef):
-            fields[name] = resolve(ref)
-            secrets.append(fields[name])
-        else:
-            fields[name] = value
+    fields = _resolved_fields(auth, resolve)
+    secrets = [str(fields[name]) for name in fields if isinstance(getattr(auth, name), SecretRef)]
     if template.type == "basic":
         username = compile_value(template.username or "").evaluate(fields)
         password = compile_value(template.password or "").evaluate(fields)

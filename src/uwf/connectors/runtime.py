@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from uwf.auth import Credentials, redact
+from uwf.auth import Authenticator, redact
 from uwf.connectors.spec import ConnectorSpec, OperationSpec, VerifySpec
 from uwf.errors import (
     ConnectorError,
@@ -52,12 +52,12 @@ _RECORDED_HEADERS = (
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where and as whom to call: a connection's resolved base URL, spec and credentials."""
+    """Where and as whom to call: a connection's resolved base URL, spec and authenticator."""
 
     connection: str
     base_url: str
     spec: ConnectorSpec
-    credentials: Credentials
+    auth: Authenticator
     timeout_seconds: float
     config: Mapping[str, str]
 
@@ -98,7 +98,8 @@ class ConnectorRuntime:
         for session in sessions.values():
             await session.close()
 
-    def _session(self, url: str) -> aiohttp.ClientSession:
+    def session_for(self, url: str) -> aiohttp.ClientSession:
+        """The shared session for `url`'s host (also used for token requests)."""
         parts = urlsplit(url)
         key = f"{parts.scheme}://{parts.netloc}"
         session = self._sessions.get(key)
@@ -175,10 +176,41 @@ class ConnectorRuntime:
         body: Any,
         idempotent: bool,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Returns the answer (`body`, `status`, lower-cased `headers`) and the ledger records."""
+        """Returns the answer (`body`, `status`, lower-cased `headers`) and the ledger records.
+
+        A `401` is answered once by asking the authenticator for fresh credentials (an expired
+        OAuth token) and sending again: the CRM refused the request, so nothing was written.
+        """
+        for attempt in (1, 2):
+            auth_headers = await target.auth.headers()
+            status, reason, resp_headers, records = await self._exchange(
+                target, method, path, query, {**headers, **auth_headers}, body, idempotent
+            )
+            if status != 401 or attempt == 2 or not await target.auth.rejected(auth_headers):
+                break
+        body_json = records.pop("body_json")
+        if 200 <= status < 300:
+            answer = {
+                "body": body_json,
+                "status": status,
+                "headers": {k.lower(): v for k, v in resp_headers.items()},
+            }
+            return answer, records
+        raise self._error(target, status, reason, body_json, resp_headers, idempotent, records)
+
+    async def _exchange(
+        self,
+        target: Target,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: Any,
+        idempotent: bool,
+    ) -> tuple[int, str, Mapping[str, str], dict[str, Any]]:
         url = target.base_url.rstrip("/") + "/" + path.lstrip("/")
-        all_headers = {**target.spec.default_headers, **headers, **target.credentials.headers}
-        secrets = target.credentials.secrets
+        all_headers = {**target.spec.default_headers, **headers}
+        secrets = target.auth.secrets
         request_record = redact(
             {"method": method, "url": url, "query": query, "headers": all_headers, "body": body},
             secrets,
@@ -189,7 +221,7 @@ class ConnectorRuntime:
         started = time.perf_counter()
         connection = target.connection
         try:
-            async with self._session(url).request(
+            async with self.session_for(url).request(
                 method,
                 url,
                 params=query or None,
@@ -227,15 +259,8 @@ class ConnectorRuntime:
             },
             secrets,
         )
-        records = {"request": request_record, "response": response_record}
-        if 200 <= status < 300:
-            answer = {
-                "body": body_json,
-                "status": status,
-                "headers": {k.lower(): v for k, v in resp_headers.items()},
-            }
-            return answer, records
-        raise self._error(target, status, reason, body_json, resp_headers, idempotent, records)
+        records = {"request": request_record, "response": response_record, "body_json": body_json}
+        return status, reason, resp_headers, records
 
     @staticmethod
     def _error(

@@ -189,12 +189,22 @@ class RateLimitHeadersSpec(_Spec):
 
 
 class AuthTemplateSpec(_Spec):
-    """How a connection's credentials become an `Authorization` header for this CRM."""
+    """How a connection's credentials become an `Authorization` header for this CRM.
 
-    type: Literal["basic", "bearer"]
+    `basic` and `bearer` are templates over the connection's auth fields. `oauth2` obtains an
+    access token from the token endpoint (`token_url`, a template over the auth fields and
+    `base_url`, used when the connection names none) and sends it as a bearer token.
+    """
+
+    type: Literal["basic", "bearer", "oauth2"]
     username: str | None = Field(default=None, description="Template over the auth fields")
     password: str | None = None
     token: str | None = None
+    token_url: str | None = None
+    audience: str | None = Field(default=None, description="JWT bearer: default `aud` claim")
+    default_ttl_seconds: float = Field(
+        default=3600, gt=0, description="Token lifetime assumed when the CRM gives no expires_in"
+    )
 
 
 class ConnectorSpec(_Spec):
@@ -235,7 +245,7 @@ class ConnectorSpec(_Spec):
             checks.append(("health", self.health.check))
         checks.append(("errors.message", lambda: self.errors.message_expression))
         for auth_name, template in self.auth.items():
-            for value in (template.username, template.password, template.token):
+            for value in (template.username, template.password, template.token, template.token_url):
                 if value is not None:
                     checks.append((f"auth.{auth_name}", lambda v=value: compile_value(v)))
         for where, check in checks:

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 import structlog
 
-from uwf.auth import SecretResolver
+from uwf.auth import SecretResolver, TokenManager, Vault
 from uwf.connectors.runtime import ConnectorRuntime
 from uwf.engine._interpreter import Interpreter
 from uwf.engine._targets import TargetResolver
@@ -48,6 +48,7 @@ class Executor:
         *,
         secrets: SecretResolver,
         sandbox_url: Callable[[str], str | None],
+        vault: Vault | None = None,
         concurrency: int = 16,
         lease_seconds: float = 30.0,
         poll_interval: float = 0.5,
@@ -55,7 +56,10 @@ class Executor:
         self.store = store
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[-8:]}"
         self.runtime = ConnectorRuntime()
-        self._interpreter = Interpreter(store, self.runtime, TargetResolver(secrets, sandbox_url))
+        self.tokens = TokenManager(store.tokens, vault, self.runtime.session_for) if vault else None
+        self._interpreter = Interpreter(
+            store, self.runtime, TargetResolver(secrets, sandbox_url, self.tokens)
+        )
         self._concurrency = concurrency
         self._lease_seconds = lease_seconds
         self._poll_interval = poll_interval

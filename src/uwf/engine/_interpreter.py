@@ -172,7 +172,7 @@ class Interpreter:
             "operation": operation_name,
             "object": step.object,
             "connection": conn_name,
-            "inputs": redact(inputs, target.credentials.secrets),
+            "inputs": redact(inputs, target.auth.secrets),
         }
         run.started_at = run.started_at or utcnow()
         await self._store.save_step(execution.id, owner, run)

@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Callable
 
-from uwf.auth import SecretResolver, build_credentials
+from uwf.auth import SecretResolver, TokenManager, build_authenticator
 from uwf.connectors import builtin_connectors
 from uwf.connectors.runtime import Target
 from uwf.errors import FatalError
@@ -20,9 +20,15 @@ _INTERPOLATION = re.compile(r"\$\{([a-z_]+):([^}]*)\}")
 class TargetResolver:
     """Builds and caches targets per (metadata version, connection)."""
 
-    def __init__(self, secrets: SecretResolver, sandbox_url: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        secrets: SecretResolver,
+        sandbox_url: Callable[[str], str | None],
+        tokens: TokenManager | None = None,
+    ) -> None:
         self._secrets = secrets
         self._sandbox_url = sandbox_url
+        self._tokens = tokens
         self._cache: dict[tuple[int, str], Target] = {}
 
     def resolve(self, version: int, connection: ConnectionSpec) -> Target:
@@ -53,13 +59,18 @@ class TargetResolver:
                 )
             return url
 
-        base_url = _INTERPOLATION.sub(substitute, connection.base_url)
-        credentials = build_credentials(connection, spec, self._secrets)
+        def interpolate(text: str) -> str:
+            return _INTERPOLATION.sub(substitute, text)
+
+        base_url = interpolate(connection.base_url)
+        auth = build_authenticator(
+            connection, spec, self._secrets, self._tokens, interpolate, base_url
+        )
         return Target(
             connection=connection.name,
             base_url=base_url,
             spec=spec,
-            credentials=credentials,
+            auth=auth,
             timeout_seconds=connection.timeout_seconds,
             config=connection.config,
         )

@@ -3,6 +3,7 @@
 from uwf.metadata._bundle import MetadataBundle
 from uwf.metadata._loader import Problem, check_bundle, load_directory, validate_directory
 from uwf.metadata._models import (
+    OAUTH2_TYPES,
     STEP_OPERATION,
     AddCommentStep,
     AssignStep,
@@ -21,6 +22,7 @@ from uwf.metadata._models import (
 from uwf.metadata._schema import metadata_json_schema
 
 __all__ = [
+    "OAUTH2_TYPES",
     "STEP_OPERATION",
     "AddCommentStep",
     "AssignStep",

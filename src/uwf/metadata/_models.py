@@ -20,7 +20,11 @@ __all__ = [
     "ConnectionSpec",
     "CreateRecordStep",
     "Document",
+    "JwtBearerAuth",
     "LookupStep",
+    "OAuth2ClientCredentialsAuth",
+    "OAuth2PasswordAuth",
+    "OAuth2RefreshTokenAuth",
     "RetrySpec",
     "SecretRef",
     "StepSpec",
@@ -80,7 +84,61 @@ class BearerAuth(_Doc):
     token: SecretRef
 
 
-AuthSpec = Annotated[ApiTokenAuth | BasicAuth | BearerAuth, Field(discriminator="type")]
+class _OAuth2(_Doc):
+    token_url: str | None = Field(
+        default=None,
+        description="The token endpoint; default: the connector's. May use ${sandbox:…}/${env:…}",
+    )
+    client_id: str
+    scope: str | None = None
+
+
+class OAuth2ClientCredentialsAuth(_OAuth2):
+    """OAuth 2.0 client credentials (Dynamics 365 / Entra ID, HubSpot, Salesforce)."""
+
+    type: Literal["oauth2_client_credentials"]
+    client_secret: SecretRef
+
+
+class OAuth2RefreshTokenAuth(_OAuth2):
+    """OAuth 2.0 refresh token; a rotated refresh token is kept (encrypted) and used next."""
+
+    type: Literal["oauth2_refresh_token"]
+    client_secret: SecretRef | None = None
+    refresh_token: SecretRef
+
+
+class OAuth2PasswordAuth(_OAuth2):
+    """OAuth 2.0 resource-owner password grant (ServiceNow's `oauth_token.do`)."""
+
+    type: Literal["oauth2_password"]
+    client_secret: SecretRef
+    username: str
+    password: SecretRef
+
+
+class JwtBearerAuth(_OAuth2):
+    """OAuth 2.0 JWT bearer (RFC 7523), as Salesforce's connected apps use it."""
+
+    type: Literal["jwt_bearer"]
+    username: str = Field(description="The `sub` claim: the user to act as")
+    audience: str | None = Field(default=None, description="The `aud` claim")
+    private_key: SecretRef = Field(description="PEM RSA private key that signs the assertion")
+
+
+AuthSpec = Annotated[
+    ApiTokenAuth
+    | BasicAuth
+    | BearerAuth
+    | OAuth2ClientCredentialsAuth
+    | OAuth2RefreshTokenAuth
+    | OAuth2PasswordAuth
+    | JwtBearerAuth,
+    Field(discriminator="type"),
+]
+OAUTH2_TYPES = frozenset(
+    {"oauth2_client_credentials", "oauth2_refresh_token", "oauth2_password", "jwt_bearer"}
+)
 
 
 class RetrySpec(_Doc):

@@ -3,6 +3,7 @@
 from uwf.store._db import create_engine, new_id, upgrade, utcnow
 from uwf.store._repo import Execution, LeaseLostError, StepRun, Store
 from uwf.store._tables import EXECUTION_STATUSES, FINAL_STATUSES, STEP_STATUSES
+from uwf.store._tokens import LockedToken, TokenRepo, TokenRow
 
 __all__ = [
     "EXECUTION_STATUSES",
@@ -10,8 +11,11 @@ __all__ = [
     "STEP_STATUSES",
     "Execution",
     "LeaseLostError",
+    "LockedToken",
     "StepRun",
     "Store",
+    "TokenRepo",
+    "TokenRow",
     "create_engine",
     "new_id",
     "upgrade",

@@ -20,6 +20,7 @@ from uwf.store._tables import (
     metadata_versions,
     step_runs,
 )
+from uwf.store._tokens import TokenRepo
 
 __all__ = ["Execution", "LeaseLostError", "StepRun", "Store"]
 
@@ -86,6 +87,7 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.tokens = TokenRepo(engine)
         self._bundles: dict[int, MetadataBundle] = {}
 
     @classmethod

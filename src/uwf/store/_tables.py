@@ -13,6 +13,7 @@ __all__ = [
     "FINAL_STATUSES",
     "STEP_STATUSES",
     "UtcDateTime",
+    "auth_tokens",
     "executions",
     "idempotency_keys",
     "meta",
@@ -137,4 +138,19 @@ idempotency_keys = sa.Table(
         nullable=False,
     ),
     sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+# OAuth tokens of connections, encrypted (uwf.auth.Vault); one row per connection key. The row
+# is also the lock that makes exactly one refresh happen across all workers.
+auth_tokens = sa.Table(
+    "auth_tokens",
+    meta,
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("ciphertext", sa.Text),
+    sa.Column("token_hash", sa.String(64)),
+    sa.Column("expires_at", UtcDateTime),
+    sa.Column("state", sa.String(16), nullable=False, server_default="ok"),
+    sa.Column("reason", sa.Text),
+    sa.Column("refreshes", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
 )
