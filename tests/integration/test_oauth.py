@@ -235,7 +235,7 @@ async def test_invalid_grant_marks_the_connection_and_stops_calling(
     target = process.target(oauth, CLIENT_CREDENTIALS)
     try:
         for _ in range(5):
-            with pytest.raises(FatalError, match="needs re-authorisation: .*app access revoked"):
+            with pytest.raises(FatalError, match=r"needs re-authorisation: .*app access revoked"):
                 await process.get(target)
         # A second process sees the mark in the Pipe DB and does not call the endpoint either.
         other = Process(store, Vault.load(tmp_path))
