@@ -22,10 +22,12 @@ metadata_app = typer.Typer(no_args_is_help=True, help="Validate, apply and expor
 executions_app = typer.Typer(no_args_is_help=True, help="Inspect executions.")
 sandbox_app = typer.Typer(no_args_is_help=True, help="The built-in CRM sandboxes.")
 db_app = typer.Typer(no_args_is_help=True, help="The Pipe DB.")
+connections_app = typer.Typer(no_args_is_help=True, help="Tenants' CRM connections.")
 app.add_typer(metadata_app, name="metadata")
 app.add_typer(executions_app, name="executions")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(db_app, name="db")
+app.add_typer(connections_app, name="connections")
 
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -312,6 +314,61 @@ def executions_show(execution_id: Annotated[str, typer.Argument()]) -> None:
             await store.close()
 
     _print_json(_run(go))
+
+
+# -- connections ------------------------------------------------------------------------------
+
+
+@connections_app.command("test")
+def connections_test(
+    name: Annotated[str, typer.Argument(help="Connection name, e.g. acme-zendesk")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Authenticate, make one cheap call, report latency, rate budget and any problem."""
+    from uwf._oneoff import check_connection
+
+    report = _run(lambda: check_connection(Settings(), name))
+    if as_json:
+        _print_json(report)
+    else:
+        budget = report.get("rate_limit") or {}
+        remaining = budget.get("remaining")
+        limit = budget.get("limit")
+        rate = f"{remaining}/{limit} requests left" if remaining is not None else "not reported"
+        verdict = "OK" if report["ok"] else "FAILED"
+        sys.stdout.write(
+            f"{verdict}: {report['connection']} ({report['connector']}) at "
+            f"{report.get('base_url', '?')}\n"
+            f"  latency: {report['latency_ms']} ms, HTTP status: {report['status']}\n"
+            f"  rate budget: {rate}\n"
+        )
+        if report["problem"]:
+            sys.stdout.write(f"  problem: {report['problem']}\n")
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+@connections_app.command("reauth")
+def connections_reauth(
+    name: Annotated[str, typer.Argument(help="Connection name")],
+) -> None:
+    """Forget a connection's OAuth token and its `needs_reauth` mark (after fixing it)."""
+    from uwf.store import Store
+
+    async def go() -> int:
+        store = await Store.open(Settings().resolved_database_url)
+        try:
+            rows = [r for r in await store.tokens.all() if r.key.split(":", 1)[0] == name]
+            for row in rows:
+                await store.tokens.reset(row.key)
+            return len(rows)
+        finally:
+            await store.close()
+
+    count = _run(go)
+    err.print(
+        f"cleared {count} token record(s) of {name}" if count else f"{name}: nothing to clear"
+    )
 
 
 # -- sandbox / db -----------------------------------------------------------------------------

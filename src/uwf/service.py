@@ -33,6 +33,7 @@ class Service:
     settings: Settings
     store: Store
     executor: Executor | None
+    sandbox_base: str | None = None
 
     @classmethod
     async def start(
@@ -56,7 +57,7 @@ class Service:
         if worker:
             executor = make_executor(settings, store, sandbox_base)
             await executor.start()
-        return cls(settings, store, executor)
+        return cls(settings, store, executor, sandbox_base)
 
     async def stop(self) -> None:
         if self.executor is not None:

@@ -345,3 +345,35 @@ def test_health_and_openapi(live_server: LiveServer) -> None:
     }
     assert "/v1/tenants/{tenant}/actions" in spec["paths"]
     assert "/v1/tenants/{tenant}/executions/{execution_id}" in spec["paths"]
+
+
+def test_connections_are_listed_and_tested(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        listed = client.get("/v1/tenants/acme/connections").json()
+        ok = client.post("/v1/tenants/acme/connections/acme-zendesk/test").json()
+        httpx.post(
+            f"{live_server.base_url}/sandbox/zendesk/_control", json={"error_rates": {"503": 1.0}}
+        ).raise_for_status()
+        down = client.post("/v1/tenants/acme/connections/acme-zendesk/test").json()
+        unknown = client.post("/v1/tenants/acme/connections/globex-salesforce/test")
+
+    assert listed == [
+        {
+            "name": "acme-zendesk",
+            "connector": "zendesk",
+            "base_url": "${sandbox:zendesk}",
+            "auth_type": "api_token",
+            "state": "ok",
+            "reason": None,
+        }
+    ]
+    assert ok["ok"] is True
+    assert ok["status"] == 200
+    assert ok["rate_limit"]["limit"] == "700"
+    assert int(ok["rate_limit"]["remaining"]) < 700
+    assert ok["latency_ms"] > 0
+    assert down["ok"] is False
+    assert down["status"] == 503
+    assert "503" in down["problem"]
+    assert unknown.status_code == 404
+    assert "known: acme-zendesk" in unknown.json()["detail"]

@@ -357,3 +357,45 @@ def test_executions_show_an_unknown_id(ran: Ran) -> None:
 
     assert result.code == 1
     assert result.err == "error: no execution 'no-such-execution'"
+
+
+# -- connections -----------------------------------------------------------------------------
+
+
+def test_connections_test_reports_latency_and_rate_budget(uwf: Uwf) -> None:
+    result = uwf("connections", "test", "acme-zendesk")
+
+    assert result.code == 0, result.stderr
+    assert result.stdout.startswith("OK: acme-zendesk (zendesk) at http://127.0.0.1:")
+    assert "HTTP status: 200" in result.stdout
+    assert "/700 requests left" in result.stdout
+
+
+def test_connections_test_an_unknown_connection(uwf: Uwf) -> None:
+    result = uwf("connections", "test", "acme-salesforce")
+
+    assert result.code == 1
+    assert "no connection 'acme-salesforce' (known:" in result.err
+    assert "acme-zendesk" in result.err
+
+
+def test_connections_test_explains_refused_credentials(uwf: Uwf, metadata: Path) -> None:
+    replace_once(
+        metadata / "acme-zendesk.yaml",
+        "  token:\n    sandbox: zendesk\n    field: api_token",
+        "  token:\n    env: ACME_ZENDESK_TOKEN",
+    )
+    assert uwf("metadata", "apply", str(metadata)).code == 0
+    os.environ["ACME_ZENDESK_TOKEN"] = "not-the-token"
+    try:
+        result = uwf("connections", "test", "acme-zendesk", "--json")
+    finally:
+        del os.environ["ACME_ZENDESK_TOKEN"]
+
+    report = json.loads(result.stdout)
+    assert result.code == 1
+    assert report["ok"] is False
+    assert report["status"] == 401
+    assert report["problem"].startswith("the CRM refused the credentials (401)")
+    assert "Couldn't authenticate you" in report["problem"]
+    assert "not-the-token" not in result.stdout + result.stderr

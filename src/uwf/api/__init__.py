@@ -1,6 +1,6 @@
 """API Data Access: the HTTP API (FastAPI), with RFC 9457 problem details for every error."""
 
-from uwf.api._accept import accept_action, tenant_metadata
+from uwf.api._accept import accept_action, find_connection, tenant_metadata
 from uwf.api._views import execution_summary, execution_view
 from uwf.api.app import create_app
 
@@ -9,5 +9,6 @@ __all__ = [
     "create_app",
     "execution_summary",
     "execution_view",
+    "find_connection",
     "tenant_metadata",
 ]

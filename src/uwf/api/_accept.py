@@ -9,10 +9,10 @@ from typing import Any
 import jsonschema
 
 from uwf.errors import InputValidationError, NotFoundError
-from uwf.metadata import MetadataBundle, WorkflowSpec
+from uwf.metadata import ConnectionSpec, MetadataBundle, WorkflowSpec
 from uwf.store import Execution, Store
 
-__all__ = ["accept_action", "tenant_metadata"]
+__all__ = ["accept_action", "find_connection", "tenant_metadata"]
 
 _validators: dict[tuple[int, str, str], Any] = {}
 
@@ -85,3 +85,19 @@ def _validate_input(version: int, tenant: str, workflow: WorkflowSpec, data: Any
         raise InputValidationError(
             f"input does not match workflow '{workflow.name}': {detail}", errors=listed
         )
+
+
+async def find_connection(
+    store: Store, name: str, tenant: str | None = None
+) -> tuple[int, ConnectionSpec]:
+    active = await store.active_metadata()
+    if active is None:
+        raise NotFoundError("no metadata has been applied yet")
+    version, bundle = active
+    connection = bundle.connections.get(name)
+    if connection is None or (tenant is not None and connection.tenant != tenant):
+        known = sorted(
+            c.name for c in bundle.connections.values() if tenant is None or c.tenant == tenant
+        )
+        raise NotFoundError(f"no connection '{name}' (known: {', '.join(known) or 'none'})")
+    return version, connection

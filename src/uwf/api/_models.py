@@ -79,3 +79,24 @@ class Health(BaseModel):
     database: str
     metadata_version: int | None
     worker: Literal["running", "disabled"]
+
+
+class ConnectionView(BaseModel):
+    name: str
+    connector: str
+    base_url: str
+    auth_type: str
+    state: Literal["ok", "needs_reauth"]
+    reason: str | None
+
+
+class ConnectionTest(BaseModel):
+    connection: str
+    tenant: str
+    connector: str
+    base_url: str | None = None
+    ok: bool
+    latency_ms: float | None
+    status: int | None
+    rate_limit: dict[str, str | None] | None
+    problem: str | None

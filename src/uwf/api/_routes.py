@@ -11,9 +11,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from uwf.api._accept import accept_action, tenant_metadata
+from uwf.api._accept import accept_action, find_connection, tenant_metadata
 from uwf.api._models import (
     ActionRequest,
+    ConnectionTest,
+    ConnectionView,
     ExecutionPage,
     ExecutionStatus,
     ExecutionView,
@@ -23,7 +25,7 @@ from uwf.api._models import (
 from uwf.api._problems import ProblemError
 from uwf.api._views import execution_summary, execution_view
 from uwf.errors import NotFoundError
-from uwf.service import Service
+from uwf.service import Service, make_executor
 from uwf.store import Execution
 
 router = APIRouter()
@@ -196,3 +198,51 @@ async def list_workflows(tenant: str, service: ServiceDep) -> list[WorkflowView]
         for (t, _), wf in sorted(bundle.workflows.items())
         if t == tenant
     ]
+
+
+@router.get(
+    "/v1/tenants/{tenant}/connections",
+    response_model=list[ConnectionView],
+    dependencies=[Authenticated],
+    tags=["connections"],
+)
+async def list_connections(tenant: str, service: ServiceDep) -> list[ConnectionView]:
+    """A tenant's CRM connections (never their secrets), with OAuth token state."""
+    _, bundle = await tenant_metadata(service.store, tenant)
+    states = {row.key.split(":", 1)[0]: row for row in await service.store.tokens.all()}
+    views = []
+    for conn in sorted(bundle.connections.values(), key=lambda c: c.name):
+        if conn.tenant != tenant:
+            continue
+        row = states.get(conn.name)
+        views.append(
+            ConnectionView(
+                name=conn.name,
+                connector=conn.connector,
+                base_url=conn.base_url,
+                auth_type=conn.auth.type,
+                state=row.state if row else "ok",
+                reason=row.reason if row else None,
+            )
+        )
+    return views
+
+
+@router.post(
+    "/v1/tenants/{tenant}/connections/{name}/test",
+    response_model=ConnectionTest,
+    dependencies=[Authenticated],
+    tags=["connections"],
+)
+async def test_connection(tenant: str, name: str, service: ServiceDep) -> ConnectionTest:
+    """Authenticate, make one cheap call, and report latency, rate budget and any problem."""
+    await tenant_metadata(service.store, tenant)
+    version, connection = await find_connection(service.store, name, tenant)
+    executor = service.executor
+    if executor is None:
+        executor = make_executor(service.settings, service.store, service.sandbox_base)
+        try:
+            return ConnectionTest(**await executor.probe(version, connection))
+        finally:
+            await executor.runtime.close()
+    return ConnectionTest(**await executor.probe(version, connection))

@@ -15,13 +15,16 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import structlog
 
 from uwf.auth import SecretResolver, TokenManager, Vault
 from uwf.connectors.runtime import ConnectorRuntime
 from uwf.engine._interpreter import Interpreter
+from uwf.engine._probe import probe_connection
 from uwf.engine._targets import TargetResolver
+from uwf.metadata import ConnectionSpec
 from uwf.store import Execution, LeaseLostError, Store, new_id, utcnow
 
 __all__ = ["Executor"]
@@ -57,9 +60,8 @@ class Executor:
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[-8:]}"
         self.runtime = ConnectorRuntime()
         self.tokens = TokenManager(store.tokens, vault, self.runtime.session_for) if vault else None
-        self._interpreter = Interpreter(
-            store, self.runtime, TargetResolver(secrets, sandbox_url, self.tokens)
-        )
+        self.targets = TargetResolver(secrets, sandbox_url, self.tokens)
+        self._interpreter = Interpreter(store, self.runtime, self.targets)
         self._concurrency = concurrency
         self._lease_seconds = lease_seconds
         self._poll_interval = poll_interval
@@ -94,6 +96,10 @@ class Executor:
                 await task
         await self.runtime.close()
         log.info("worker stopped", owner=self.owner)
+
+    async def probe(self, version: int, connection: ConnectionSpec) -> dict[str, Any]:
+        """Test one connection: authenticate, one cheap call, a report in plain words."""
+        return await probe_connection(self.runtime, self.targets, version, connection)
 
     def wake(self) -> None:
         """Something was enqueued: look now rather than at the next poll."""
