@@ -45,7 +45,8 @@ async def local_sandboxes(settings: Settings) -> AsyncIterator[str]:
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(sandboxes, log_level="warning", lifespan="off"))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started and not serving.done():
+    # uvicorn offers a `started` flag, no event to wait on.
+    while not server.started and not serving.done():  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{port}/sandbox"
