@@ -307,8 +307,14 @@ class _ZendeskApi:
             if found.response is not None:
                 return "hit", found.response
         data = ticket_param(body)
+        if "comment" not in data and isinstance(data.get("description"), str):
+            # Zendesk takes `description` on create as the first comment (clients such as
+            # zenpy send it that way); `comment` wins when both are given.
+            data = {**data, "comment": {"body": data["description"]}}
         errors: Errors = {}
-        fields = validate_changes(conn, data, errors)
+        fields = validate_changes(
+            conn, {k: v for k, v in data.items() if k != "description"}, errors
+        )
         comment = validate_comment(conn, data.get("comment"), errors)
         if "comment" not in data:
             invalid(errors, "description", "BlankValue", "cannot be blank")
