@@ -136,7 +136,10 @@ BAD_REQUESTS = [
     ),
     pytest.param(
         {
-            "json": {"workflow": "escalate_case", "input": {"case_id": "abc", "priority": "P1"}},
+            "json": {
+                "workflow": "escalate_case",
+                "input": {"case_id": "12; DROP", "priority": "P1"},
+            },
             "status": 422,
             "detail": "/input/case_id",
         },
@@ -189,7 +192,12 @@ BAD_REQUESTS = [
         id="unexpected-input",
     ),
     pytest.param(
-        {"json": ESCALATE, "tenant": "globex", "status": 404, "detail": "unknown tenant 'globex'"},
+        {
+            "json": ESCALATE,
+            "tenant": "nosuchtenant",
+            "status": 404,
+            "detail": "unknown tenant 'nosuchtenant'",
+        },
         id="unknown-tenant",
     ),
     pytest.param(

@@ -15,8 +15,10 @@ import jsonschema
 import pytest
 import yaml
 
+from uwf.connectors import builtin_connectors
+
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples" / "metadata"
+EXAMPLES = REPO / "examples" / "metadata" / "acme"
 EXECUTION_STATUSES = ("queued", "running", "succeeded", "failed", "dead", "cancelled")
 ESCALATE_INPUT = '{"case_id": 123, "priority": "P2", "reason": "cli test"}'
 
@@ -93,7 +95,7 @@ def line_of(file: Path, text: str) -> int:
 
 
 def test_validate_examples_says_ok(uwf: Uwf) -> None:
-    result = uwf("metadata", "validate", "examples/metadata")
+    result = uwf("metadata", "validate", "examples/metadata/acme")
 
     assert result.code == 0, result.stderr
     assert result.err.startswith("OK: 1 tenant(s), 1 connection(s), 1 workflow(s); digest ")
@@ -106,19 +108,19 @@ def test_validate_a_broken_copy_lists_each_problem_and_applies_nothing(
     replace_once(workflow, "object: user", "object: agent")
     replace_once(connection, "type: api_token", "type: bearer")
     replace_once(connection, "  email: admin@uwf-sandbox.test\n", "")
-    replace_once(connection, "connector: zendesk", "connector: hubspot")
+    replace_once(connection, "connector: zendesk", "connector: pipedrive")
 
     result = uwf("metadata", "validate", str(metadata))
 
     assert result.code == 1
     lines = result.stderr.splitlines()
     assert (
-        f"acme-zendesk.yaml:{line_of(connection, 'connector: hubspot')}: connector: "
-        "unknown connector 'hubspot' (hint: known: zendesk)"
+        f"acme-zendesk.yaml:{line_of(connection, 'connector: pipedrive')}: connector: "
+        f"unknown connector 'pipedrive' (hint: known: {', '.join(sorted(builtin_connectors()))})"
     ) in lines
     assert result.err.endswith("1 problem(s); nothing was applied")
 
-    replace_once(connection, "connector: hubspot", "connector: zendesk")
+    replace_once(connection, "connector: pipedrive", "connector: zendesk")
     result = uwf("metadata", "validate", str(metadata))
 
     assert result.code == 1
@@ -151,24 +153,24 @@ def test_validate_a_missing_directory(uwf: Uwf, tmp_path: Path) -> None:
 
 
 def test_apply_is_versioned_and_idempotent(uwf: Uwf, metadata: Path) -> None:
-    first = uwf("metadata", "apply", "examples/metadata")
+    first = uwf("metadata", "apply", "examples/metadata/acme")
     assert (first.code, first.err) == (0, "applied as version 1")
 
-    again = uwf("metadata", "apply", "examples/metadata")
+    again = uwf("metadata", "apply", "examples/metadata/acme")
     assert (again.code, again.err) == (0, "unchanged: version 1 already has this content")
 
     replace_once(metadata / "tenants.yaml", "the quickstart tenant", "the first tenant")
     changed = uwf("metadata", "apply", str(metadata))
     assert (changed.code, changed.err) == (0, "applied as version 2")
 
-    back = uwf("metadata", "apply", "examples/metadata")
+    back = uwf("metadata", "apply", "examples/metadata/acme")
     assert (back.code, back.err) == (0, "applied as version 3")
 
 
 def test_export_writes_yaml_that_validates_and_reapplies_unchanged(
     uwf: Uwf, tmp_path: Path
 ) -> None:
-    assert uwf("metadata", "apply", "examples/metadata").code == 0
+    assert uwf("metadata", "apply", "examples/metadata/acme").code == 0
     out = tmp_path / "exported"
 
     exported = uwf("metadata", "export", "--out", str(out))
@@ -179,7 +181,7 @@ def test_export_writes_yaml_that_validates_and_reapplies_unchanged(
     kinds = [d["kind"] for d in yaml.safe_load_all((out / "acme.yaml").read_text())]
     assert kinds == ["tenant", "connection", "value_map", "workflow"]
 
-    original = uwf("metadata", "validate", "examples/metadata")
+    original = uwf("metadata", "validate", "examples/metadata/acme")
     validated = uwf("metadata", "validate", str(out))
     assert validated.code == 0, validated.stderr
     assert validated.err == original.err  # same counts and same digest

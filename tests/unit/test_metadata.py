@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
+from uwf.connectors import builtin_connectors
 from uwf.errors import MetadataError
 from uwf.metadata import (
     MetadataBundle,
@@ -20,7 +21,7 @@ from uwf.metadata import (
     validate_directory,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "metadata"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "metadata" / "acme"
 
 
 @pytest.fixture
@@ -170,11 +171,11 @@ BREAKAGES = {
     "unknown-connector": Breakage(
         "acme-zendesk.yaml",
         "connector: zendesk",
-        "connector: hubspot",
+        "connector: pipedrive",
         "connector",
-        "unknown connector 'hubspot'",
-        "known: zendesk",
-        "connector: hubspot",
+        "unknown connector 'pipedrive'",
+        "known: " + ", ".join(sorted(builtin_connectors())),
+        "connector: pipedrive",
     ),
     "unsupported-auth": Breakage(
         "acme-zendesk.yaml",
@@ -270,7 +271,7 @@ BREAKAGES = {
         "escalate_case.yaml",
         "minLength: 1",
         "minLength: -1",
-        "input_schema.properties.reason.minLength",
+        "input_schema.properties.case_id.minLength",
         "not a valid JSON Schema: -1 is less than the minimum of 0",
         None,
         "minLength: -1",
@@ -398,7 +399,7 @@ def test_every_problem_is_reported_not_only_the_first(metadata: Path) -> None:
     problems = problems_of(metadata)
 
     assert sorted(p.path for p in problems) == [
-        "input_schema.properties.reason.minLength",
+        "input_schema.properties.case_id.minLength",
         "steps[0].object",
         "steps[3].id",
     ]
