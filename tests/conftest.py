@@ -21,6 +21,7 @@ from uwf.api import create_app
 from uwf.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "metadata"
+ACME_EXAMPLES = EXAMPLES / "acme"  # one tenant alone, for tests that change its files
 PG_URL = os.environ.get("UWF_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 

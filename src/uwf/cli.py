@@ -23,11 +23,13 @@ executions_app = typer.Typer(no_args_is_help=True, help="Inspect executions.")
 sandbox_app = typer.Typer(no_args_is_help=True, help="The built-in CRM sandboxes.")
 db_app = typer.Typer(no_args_is_help=True, help="The Pipe DB.")
 connections_app = typer.Typer(no_args_is_help=True, help="Tenants' CRM connections.")
+connectors_app = typer.Typer(no_args_is_help=True, help="Connector specs (CRM APIs as data).")
 app.add_typer(metadata_app, name="metadata")
 app.add_typer(executions_app, name="executions")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(db_app, name="db")
 app.add_typer(connections_app, name="connections")
+app.add_typer(connectors_app, name="connectors")
 
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -369,6 +371,26 @@ def connections_reauth(
     err.print(
         f"cleared {count} token record(s) of {name}" if count else f"{name}: nothing to clear"
     )
+
+
+@connectors_app.command("list")
+def connectors_list() -> None:
+    """The built-in connectors and the objects and operations each one offers."""
+    from uwf.connectors import builtin_connectors
+
+    for spec in builtin_connectors().values():
+        objects = ", ".join(
+            f"{name} ({'/'.join(obj.operations)})" for name, obj in spec.objects.items()
+        )
+        sys.stdout.write(f"{spec.id:<12} {spec.name}: {objects}\n")
+
+
+@connectors_app.command("reference")
+def connectors_reference() -> None:
+    """Print the connector spec reference (Markdown), generated from its models."""
+    from uwf.connectors import reference_markdown
+
+    sys.stdout.write(reference_markdown())
 
 
 # -- sandbox / db -----------------------------------------------------------------------------

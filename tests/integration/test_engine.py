@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXAMPLES
+from tests.conftest import ACME_EXAMPLES as EXAMPLES
 from tests.sandbox_server import RunningSandbox, serve_sandbox
 from uwf.metadata import load_directory
 from uwf.service import make_executor

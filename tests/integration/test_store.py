@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES
+from tests.conftest import ACME_EXAMPLES as EXAMPLES
 from uwf.errors import ConflictError
 from uwf.metadata import load_directory
 from uwf.store import LeaseLostError, StepRun, Store

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -497,3 +498,13 @@ def test_a_bad_auth_template_in_a_spec_is_caught_before_credentials_are_built() 
 
     with pytest.raises((ValidationError, ExpressionError)):
         ConnectorSpec.model_validate(data)
+
+
+def test_the_reference_page_is_generated_from_the_models() -> None:
+    from uwf.connectors import reference_markdown
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "reference" / "connector-spec.md"
+    assert page.read_text(encoding="utf-8") == reference_markdown(), (
+        "docs/reference/connector-spec.md is stale: "
+        "run `uwf connectors reference > docs/reference/connector-spec.md`"
+    )

@@ -204,6 +204,11 @@ def build_credentials(
         password = compile_value(template.password or "").evaluate(fields)
         raw = f"{username}:{password}".encode()
         header = "Basic " + base64.b64encode(raw).decode()
+    elif template.type == "header":
+        if not template.header:
+            raise FatalError(f"connector '{connector.id}': auth '{auth.type}' names no header")
+        value = str(compile_value(template.value or "").evaluate(fields))
+        return Credentials({template.header: value}, tuple(s for s in [*secrets, value] if s))
     else:
         header = "Bearer " + str(compile_value(template.token or "").evaluate(fields))
     secrets.append(header)

@@ -1,5 +1,6 @@
 """Connectors: CRM APIs described as data, and the runtime that calls them over HTTP."""
 
+from uwf.connectors._reference import reference_markdown
 from uwf.connectors._registry import builtin_connectors
 from uwf.connectors.spec import (
     OPERATIONS,
@@ -22,4 +23,5 @@ __all__ = [
     "RateLimitHeadersSpec",
     "VerifySpec",
     "builtin_connectors",
+    "reference_markdown",
 ]

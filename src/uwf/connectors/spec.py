@@ -58,10 +58,10 @@ class VerifySpec(_Spec):
     `expected: body`.
     """
 
-    method: HttpMethod = "GET"
-    path: str
-    query: dict[str, Any] = Field(default_factory=dict)
-    body: Any = None
+    method: HttpMethod = Field(default="GET", description="HTTP method of the look-up")
+    path: str = Field(description="Path template under the base URL")
+    query: dict[str, Any] = Field(default_factory=dict, description="Query templates")
+    body: Any = Field(default=None, description="JSON body template (e.g. a search)")
     items: str = Field(
         description="JMESPath over `{body, status, headers, input}` selecting the candidates"
     )
@@ -85,11 +85,11 @@ class VerifySpec(_Spec):
 class OperationSpec(_Spec):
     """One canonical operation on one object, as an HTTP request."""
 
-    method: HttpMethod
+    method: HttpMethod = Field(description="HTTP method")
     path: str = Field(description="Path template under the connection's base URL")
-    query: dict[str, Any] = Field(default_factory=dict)
-    headers: dict[str, str] = Field(default_factory=dict)
-    body: Any = None
+    query: dict[str, Any] = Field(default_factory=dict, description="Query string templates")
+    headers: dict[str, str] = Field(default_factory=dict, description="Header templates")
+    body: Any = Field(default=None, description="JSON body template")
     result: str | None = Field(
         default=None,
         description="JMESPath over `{body, status, headers, input}` selecting the record "
@@ -137,11 +137,13 @@ class ObjectSpec(_Spec):
     output is then the canonical fields plus `native`, the record as the CRM returned it.
     """
 
-    description: str | None = None
+    description: str | None = Field(default=None, description="What the object is")
     native_name: str | None = Field(default=None, description="The CRM's name for the object")
     fields: dict[str, str] = Field(default_factory=dict)
     record: dict[str, str] = Field(default_factory=dict)
-    operations: dict[OperationName, OperationSpec]
+    operations: dict[OperationName, OperationSpec] = Field(
+        description="Canonical operation → HTTP request"
+    )
 
     @cached_property
     def compiled_record(self) -> dict[str, Expression]:
@@ -182,22 +184,25 @@ class ErrorSpec(_Spec):
 class RateLimitHeadersSpec(_Spec):
     """Response headers through which the CRM reports its rate-limit budget."""
 
-    limit: str | None = None
-    remaining: str | None = None
-    reset: str | None = None
-    retry_after: str = "Retry-After"
+    limit: str | None = Field(default=None, description="Header with the budget's size")
+    remaining: str | None = Field(default=None, description="Header with what is left")
+    reset: str | None = Field(default=None, description="Header with when it resets")
+    retry_after: str = Field(default="Retry-After", description="Header saying when to retry")
 
 
 class AuthTemplateSpec(_Spec):
     """How a connection's credentials become an `Authorization` header for this CRM.
 
-    `basic` and `bearer` are templates over the connection's auth fields. `oauth2` obtains an
+    `basic` and `bearer` are templates over the connection's auth fields; `header` sends
+    `value` (a template too) in the header named `header`, e.g. `X-Api-Key`. `oauth2` obtains an
     access token from the token endpoint (`token_url`, a template over the auth fields and
     `base_url`, used when the connection names none) and sends it as a bearer token.
     """
 
-    type: Literal["basic", "bearer", "oauth2"]
+    type: Literal["basic", "bearer", "header", "oauth2"]
     username: str | None = Field(default=None, description="Template over the auth fields")
+    header: str | None = Field(default=None, description="`header`: the header's name")
+    value: str | None = Field(default=None, description="`header`: template of its value")
     password: str | None = None
     token: str | None = None
     token_url: str | None = None
@@ -210,24 +215,32 @@ class AuthTemplateSpec(_Spec):
 class ConnectorSpec(_Spec):
     """A CRM's REST API as data. `id` is kebab-case and equals the spec file's name."""
 
-    id: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
-    name: str
-    docs_url: str | None = None
+    id: str = Field(pattern=r"^[a-z][a-z0-9-]*$", description="What connections name")
+    name: str = Field(description="The CRM's name, as messages show it")
+    docs_url: str | None = Field(default=None, description="The vendor's API reference")
     auth: dict[str, AuthTemplateSpec] = Field(
         description="Auth types a connection may use (api_token, basic, bearer, …) → header form"
     )
-    default_headers: dict[str, str] = Field(default_factory=dict)
+    default_headers: dict[str, str] = Field(
+        default_factory=dict, description="Headers sent with every request"
+    )
     recorded_headers: list[str] = Field(
         default_factory=list,
         description="Response headers worth keeping in the step ledger (request ids, …) besides "
         "content type, location, retry and rate-limit headers",
     )
-    rate_limit: RateLimitHeadersSpec = Field(default_factory=RateLimitHeadersSpec)
-    errors: ErrorSpec = Field(default_factory=ErrorSpec)
+    rate_limit: RateLimitHeadersSpec = Field(
+        default_factory=RateLimitHeadersSpec, description="Where the CRM reports its budget"
+    )
+    errors: ErrorSpec = Field(
+        default_factory=ErrorSpec, description="How to read errors and which to retry"
+    )
     health: OperationSpec | None = Field(
         default=None, description="A cheap authenticated request, for `connections test`"
     )
-    objects: dict[str, ObjectSpec]
+    objects: dict[str, ObjectSpec] = Field(
+        description="Objects by canonical name (`case`, `user`, …)"
+    )
 
     @model_validator(mode="after")
     def _compile_everything(self) -> ConnectorSpec:

@@ -99,7 +99,9 @@ class Executor:
 
     async def probe(self, version: int, connection: ConnectionSpec) -> dict[str, Any]:
         """Test one connection: authenticate, one cheap call, a report in plain words."""
-        return await probe_connection(self.runtime, self.targets, version, connection)
+        bundle = await self.store.metadata(version)
+        assert bundle is not None
+        return await probe_connection(self.runtime, self.targets, version, bundle, connection)
 
     def wake(self) -> None:
         """Something was enqueued: look now rather than at the next poll."""

@@ -138,7 +138,7 @@ class Interpreter:
         connection = bundle.connections[conn_name]
         operation_name = STEP_OPERATION[step.type]
         try:
-            target = self._targets.resolve(execution.metadata_version, connection)
+            target = self._targets.resolve(execution.metadata_version, bundle, connection)
             operation = target.spec.operation(step.object, operation_name)
             if operation is None:
                 raise FatalError(

@@ -8,13 +8,17 @@ from typing import Any
 from uwf.connectors.runtime import ConnectorRuntime
 from uwf.engine._targets import TargetResolver
 from uwf.errors import ConnectorError, FatalError, RetryableError, UwfError
-from uwf.metadata import ConnectionSpec
+from uwf.metadata import ConnectionSpec, MetadataBundle
 
 __all__ = ["probe_connection"]
 
 
 async def probe_connection(
-    runtime: ConnectorRuntime, targets: TargetResolver, version: int, connection: ConnectionSpec
+    runtime: ConnectorRuntime,
+    targets: TargetResolver,
+    version: int,
+    bundle: MetadataBundle,
+    connection: ConnectionSpec,
 ) -> dict[str, Any]:
     """Call the connector's `health` operation and describe the outcome in plain words."""
     report: dict[str, Any] = {
@@ -29,7 +33,7 @@ async def probe_connection(
     }
     started = time.perf_counter()
     try:
-        target = targets.resolve(version, connection)
+        target = targets.resolve(version, bundle, connection)
         report["base_url"] = target.base_url
         health = target.spec.health
         if health is None:
@@ -41,19 +45,22 @@ async def probe_connection(
         if isinstance(exc, ConnectorError):
             report["status"] = exc.status
             if exc.response:
-                report["rate_limit"] = _budget(targets, version, connection, exc.response)
+                report["rate_limit"] = _budget(bundle, connection, exc.response)
         return report
     report["ok"] = True
     report["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
     report["status"] = result.response.get("status")
-    report["rate_limit"] = _budget(targets, version, connection, result.response)
+    report["rate_limit"] = _budget(bundle, connection, result.response)
     return report
 
 
 def _budget(
-    targets: TargetResolver, version: int, connection: ConnectionSpec, response: dict[str, Any]
-) -> dict[str, str | None]:
-    spec = targets.resolve(version, connection).spec.rate_limit
+    bundle: MetadataBundle, connection: ConnectionSpec, response: dict[str, Any]
+) -> dict[str, str | None] | None:
+    connector = bundle.connectors.get(connection.connector)
+    if connector is None:
+        return None
+    spec = connector.rate_limit
     headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
 
     def read(name: str | None) -> str | None:

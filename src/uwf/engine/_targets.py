@@ -7,10 +7,9 @@ import re
 from collections.abc import Callable
 
 from uwf.auth import SecretResolver, TokenManager, build_authenticator
-from uwf.connectors import builtin_connectors
 from uwf.connectors.runtime import Target
 from uwf.errors import FatalError
-from uwf.metadata import ConnectionSpec
+from uwf.metadata import ConnectionSpec, MetadataBundle
 
 __all__ = ["TargetResolver"]
 
@@ -31,16 +30,17 @@ class TargetResolver:
         self._tokens = tokens
         self._cache: dict[tuple[int, str], Target] = {}
 
-    def resolve(self, version: int, connection: ConnectionSpec) -> Target:
+    def resolve(self, version: int, bundle: MetadataBundle, connection: ConnectionSpec) -> Target:
+        """The target of `connection` in metadata `version` (whose content is `bundle`)."""
         key = (version, connection.name)
         target = self._cache.get(key)
         if target is None:
-            target = self._build(connection)
+            target = self._build(bundle, connection)
             self._cache[key] = target
         return target
 
-    def _build(self, connection: ConnectionSpec) -> Target:
-        spec = builtin_connectors().get(connection.connector)
+    def _build(self, bundle: MetadataBundle, connection: ConnectionSpec) -> Target:
+        spec = bundle.connectors.get(connection.connector)
         if spec is None:
             raise FatalError(f"unknown connector '{connection.connector}'")
 

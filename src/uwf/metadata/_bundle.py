@@ -11,8 +11,10 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from uwf.mapping import ValueMap
+from uwf.connectors import ConnectorSpec, builtin_connectors
 from uwf.metadata._models import (
     ConnectionSpec,
+    ConnectorDocument,
     Document,
     TenantSpec,
     ValueMapSpec,
@@ -22,14 +24,16 @@ from uwf.metadata._models import (
 __all__ = ["MetadataBundle"]
 
 _DOCUMENT = TypeAdapter(Document)
-_KIND_ORDER = {"tenant": 0, "connection": 1, "value_map": 2, "workflow": 3}
+_KIND_ORDER = {"connector": 0, "tenant": 1, "connection": 2, "value_map": 3, "workflow": 4}
 
 
 @dataclass(frozen=True)
 class MetadataBundle:
     """Every document of one metadata version, indexed for the engine and the API."""
 
-    documents: tuple[TenantSpec | ConnectionSpec | WorkflowSpec | ValueMapSpec, ...]
+    documents: tuple[
+        TenantSpec | ConnectionSpec | WorkflowSpec | ValueMapSpec | ConnectorDocument, ...
+    ]
     tenants: dict[str, TenantSpec] = field(init=False, repr=False)
     connections: dict[str, ConnectionSpec] = field(init=False, repr=False)
     workflows: dict[tuple[str, str], WorkflowSpec] = field(init=False, repr=False)
@@ -45,6 +49,12 @@ class MetadataBundle:
             "workflows",
             {(d.tenant, d.name): d for d in docs if isinstance(d, WorkflowSpec)},
         )
+
+    @cached_property
+    def connectors(self) -> dict[str, ConnectorSpec]:
+        """Every connector a connection may name: the built-in ones and this metadata's own."""
+        own = {d.id: d for d in self.documents if isinstance(d, ConnectorDocument)}
+        return {**builtin_connectors(), **own}
 
     def workflow(self, tenant: str, name: str) -> WorkflowSpec | None:
         return self.workflows.get((tenant, name))
@@ -73,7 +83,7 @@ class MetadataBundle:
         """The JSON form stored in the Pipe DB, in a canonical order."""
         docs = sorted(
             self.documents,
-            key=lambda d: (_KIND_ORDER[d.kind], getattr(d, "tenant", "") or "", d.name),
+            key=lambda d: (_KIND_ORDER[d.kind], getattr(d, "tenant", "") or "", _name(d)),
         )
         return {"documents": [d.model_dump(mode="json", exclude_defaults=True) for d in docs]}
 
@@ -85,3 +95,8 @@ class MetadataBundle:
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> MetadataBundle:
         return cls(tuple(_DOCUMENT.validate_python(d) for d in document["documents"]))
+
+
+def _name(doc: Any) -> str:
+    """A document's name; a connector's is its id."""
+    return str(getattr(doc, "name", None) or doc.id)

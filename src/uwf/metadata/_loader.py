@@ -15,7 +15,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from uwf.connectors import builtin_connectors
 from uwf.errors import ExpressionError, MetadataError
 from uwf.mapping import compile_expression, compile_value, referenced_value_maps
-from uwf.metadata._bundle import MetadataBundle
+from uwf.metadata._bundle import MetadataBundle, _name
 from uwf.metadata._models import (
     STEP_OPERATION,
     AddCommentStep,
@@ -24,6 +24,7 @@ from uwf.metadata._models import (
     BasicAuth,
     BearerAuth,
     ConnectionSpec,
+    ConnectorDocument,
     CreateRecordStep,
     Document,
     LookupStep,
@@ -41,6 +42,7 @@ _MODELS_BY_TAG: dict[str, type[BaseModel]] = {
     "connection": ConnectionSpec,
     "workflow": WorkflowSpec,
     "value_map": ValueMapSpec,
+    "connector": ConnectorDocument,
     "lookup": LookupStep,
     "update_record": UpdateRecordStep,
     "create_record": CreateRecordStep,
@@ -193,7 +195,7 @@ def _parse_document(data: Any, origin: _Origin, problems: list[Problem]) -> Any:
         return None
 
 
-_DOCUMENT_KINDS = ("tenant", "connection", "workflow", "value_map")
+_DOCUMENT_KINDS = ("tenant", "connection", "workflow", "value_map", "connector")
 
 
 def _clean_location(data: Any, loc: tuple[Any, ...]) -> tuple[str | int, ...]:
@@ -264,20 +266,24 @@ def check_bundle(bundle: MetadataBundle, origin_of: Any = lambda doc: None) -> l
         doc: Any, path: tuple[str | int, ...], message: str, hint: str | None = None
     ) -> None:
         origin = origin_of(doc)
-        file = origin.file if origin else f"{doc.kind} {doc.name}"
+        file = origin.file if origin else f"{doc.kind} {_name(doc)}"
         line = origin.line(path) if origin else None
         problems.append(Problem(file, _format_path(path), message, hint, line))
 
     seen: dict[tuple[str, ...], Any] = {}
     for doc in bundle.documents:
-        key: tuple[str, ...] = (doc.kind, doc.name)
+        key: tuple[str, ...] = (doc.kind, _name(doc))
         if doc.kind in ("workflow", "value_map"):
-            key = (doc.kind, getattr(doc, "tenant", None) or "", doc.name)
+            key = (doc.kind, getattr(doc, "tenant", None) or "", _name(doc))
         if key in seen:
-            report(doc, ("name",), f"duplicate {doc.kind} '{doc.name}'")
+            field = "id" if doc.kind == "connector" else "name"
+            report(doc, (field,), f"duplicate {doc.kind} '{_name(doc)}'")
         seen[key] = doc
 
-    connectors = builtin_connectors()
+    connectors = bundle.connectors
+    for doc in bundle.documents:
+        if isinstance(doc, ConnectorDocument) and doc.id in builtin_connectors():
+            report(doc, ("id",), f"connector '{doc.id}' is built in; give yours another id")
     for conn in bundle.connections.values():
         if conn.tenant not in bundle.tenants:
             report(conn, ("tenant",), f"unknown tenant '{conn.tenant}'", _known(bundle.tenants))
@@ -351,7 +357,7 @@ def _check_workflow(bundle: MetadataBundle, wf: WorkflowSpec, report: Any) -> No
             else default_connection
         )
         if conn is not None:
-            connector = builtin_connectors().get(conn.connector)
+            connector = bundle.connectors.get(conn.connector)
             if connector is not None:
                 obj = connector.objects.get(step.object)
                 op = STEP_OPERATION[step.type]

@@ -10,14 +10,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from uwf.connectors import ConnectorSpec
+
 __all__ = [
     "AddCommentStep",
+    "ApiKeyAuth",
     "ApiTokenAuth",
     "AssignStep",
     "AuthSpec",
     "BasicAuth",
     "BearerAuth",
     "ConnectionSpec",
+    "ConnectorDocument",
     "CreateRecordStep",
     "Document",
     "JwtBearerAuth",
@@ -71,6 +75,13 @@ class ApiTokenAuth(_Doc):
     type: Literal["api_token"]
     email: str
     token: SecretRef
+
+
+class ApiKeyAuth(_Doc):
+    """One secret key, sent the way the connector says (a header such as `X-Api-Key`)."""
+
+    type: Literal["api_key"]
+    key: SecretRef
 
 
 class BasicAuth(_Doc):
@@ -128,6 +139,7 @@ class JwtBearerAuth(_OAuth2):
 
 AuthSpec = Annotated[
     ApiTokenAuth
+    | ApiKeyAuth
     | BasicAuth
     | BearerAuth
     | OAuth2ClientCredentialsAuth
@@ -252,8 +264,15 @@ class WorkflowSpec(_Doc):
     )
 
 
+class ConnectorDocument(ConnectorSpec):
+    """A connector spec brought by metadata: a CRM with no built-in connector, as data alone."""
+
+    kind: Literal["connector"]
+
+
 Document = Annotated[
-    TenantSpec | ConnectionSpec | WorkflowSpec | ValueMapSpec, Field(discriminator="kind")
+    TenantSpec | ConnectionSpec | WorkflowSpec | ValueMapSpec | ConnectorDocument,
+    Field(discriminator="kind"),
 ]
 
 # The operation each step type runs on its connector.
