@@ -7,6 +7,8 @@ may have been sent is checked (`verify`) or re-sent only when sending twice is h
 
 from __future__ import annotations
 
+import functools
+import json
 import random
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,7 +26,14 @@ from uwf.errors import (
     RetryableError,
     UwfError,
 )
-from uwf.mapping import ValueMap, compile_expression, compile_value, is_truthy
+from uwf.mapping import (
+    CompiledValue,
+    Expression,
+    ValueMap,
+    compile_expression,
+    compile_value,
+    is_truthy,
+)
 from uwf.metadata import STEP_OPERATION, MetadataBundle, RetrySpec, StepSpec, WorkflowSpec
 from uwf.store import Execution, StepRun, Store, utcnow
 
@@ -91,7 +100,7 @@ class Interpreter:
                 return outcome
         try:
             output = (
-                compile_value(workflow.output).evaluate(context, value_maps)
+                _compiled_value(workflow.output).evaluate(context, value_maps)
                 if workflow.output is not None
                 else context["steps"]
             )
@@ -122,7 +131,7 @@ class Interpreter:
 
         try:
             if step.when is not None and not is_truthy(
-                compile_expression(step.when).evaluate(context, value_maps)
+                _compiled_expression(step.when).evaluate(context, value_maps)
             ):
                 run.status, run.finished_at, run.output = "skipped", utcnow(), None
                 await self._store.save_step(execution.id, owner, run)
@@ -298,7 +307,7 @@ class Interpreter:
         output = result
         if step.output is not None:
             output = {
-                name: compile_expression(expr).evaluate(result)
+                name: _compiled_expression(expr).evaluate(result)
                 for name, expr in step.output.items()
             }
         run.status, run.output, run.error, run.finished_at = "succeeded", output, None, utcnow()
@@ -312,7 +321,7 @@ class Interpreter:
         for name in _STEP_INPUTS:
             if name not in type(step).model_fields:
                 continue
-            value = compile_value(getattr(step, name)).evaluate(context, value_maps)
+            value = _compiled_value(getattr(step, name)).evaluate(context, value_maps)
             if name in ("record_id", "owner_id") and value in (None, ""):
                 raise ExpressionError(f"{name} of step '{step.id}' evaluated to null")
             if name == "fields" and isinstance(value, dict):
@@ -326,6 +335,22 @@ class Interpreter:
         run.request = exc.request or run.request
         run.response = exc.response
         run.finished_at = utcnow()
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled_expression(source: str) -> Expression:
+    return compile_expression(source)
+
+
+def _compiled_value(value: Any) -> CompiledValue:
+    """Metadata values are immutable per version: compile each distinct one once."""
+    key = json.dumps(value, sort_keys=True, default=str)
+    return _compile_json(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile_json(key: str) -> CompiledValue:
+    return compile_value(json.loads(key))
 
 
 def _same(value: Any) -> Any:
