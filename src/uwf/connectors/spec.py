@@ -13,6 +13,7 @@ the operation's context:
 | body/public | a comment's text and visibility (add_comment)                      |
 | owner_id    | the new owner (assign)                                             |
 | step_key    | `execution_id:step_id`, deterministic: the idempotency key/marker  |
+| now         | the time of this attempt, ISO-8601 UTC with milliseconds           |
 | connection  | the connection's `config` values                                   |
 
 Built-in specs live in `uwf/connectors/specs/<id>.yaml`; a tenant's metadata may bring its own.

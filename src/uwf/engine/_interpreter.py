@@ -159,7 +159,8 @@ class Interpreter:
             return fail("failed", "connection", exc.message, connection=conn_name)
 
         obj = target.spec.objects[step.object]
-        op_context = {**inputs, "step_key": step_key}
+        # `now` is fixed for this attempt, so a re-sent request carries the same time.
+        op_context = {**inputs, "step_key": step_key, "now": _iso_now()}
         if isinstance(inputs.get("fields"), dict):
             op_context["fields"] = obj.to_native(inputs["fields"])
         # Records come back in the canonical shape (plus `native`); comments as the CRM sends them.
@@ -351,6 +352,11 @@ def _compiled_value(value: Any) -> CompiledValue:
 @functools.lru_cache(maxsize=4096)
 def _compile_json(key: str) -> CompiledValue:
     return compile_value(json.loads(key))
+
+
+def _iso_now() -> str:
+    """ISO-8601 UTC with milliseconds, the form CRMs take (`2026-11-22T10:15:30.123Z`)."""
+    return utcnow().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _same(value: Any) -> Any:

@@ -100,7 +100,9 @@ class _OAuth2(_Doc):
         default=None,
         description="The token endpoint; default: the connector's. May use ${sandbox:…}/${env:…}",
     )
-    client_id: str
+    client_id: str | SecretRef = Field(
+        description="The client (app) id; a secret reference where it is not public"
+    )
     scope: str | None = None
 
 

@@ -424,8 +424,10 @@ def test_sandbox_accounts_and_registry(tmp_path: Path) -> None:
     assert zendesk["subdomain"] == "uwf-sandbox"
     assert zendesk["email"] == "admin@uwf-sandbox.test"
     assert zendesk["api_token"] == sandbox_credentials(tmp_path, "zendesk")["api_token"]
-    with pytest.raises(UnknownSandboxError, match="zendesk"):
-        create_sandbox_app("salesforce", tmp_path)
+    with pytest.raises(
+        UnknownSandboxError, match="no sandbox for CRM 'pipedrive'; known: .*zendesk"
+    ):
+        create_sandbox_app("pipedrive", tmp_path)
 
 
 async def test_served_at_the_root_urls_have_no_prefix(tmp_path: Path) -> None:

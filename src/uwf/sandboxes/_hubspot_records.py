@@ -1,0 +1,631 @@
+"""HubSpot sandbox records: schema, seed data, property definitions, JSON shapes, validation.
+
+HubSpot's CRM v3 treats every object type alike (`/crm/v3/objects/{type}`), so records of all
+types share one table: an id and a JSON map of *string* property values, as HubSpot stores
+them. Everything here runs inside one `SandboxStore` unit of work and knows nothing of HTTP;
+helpers raise `HubSpotError` (HubSpot's own error body) for `hubspot` to send unchanged.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import secrets
+import sqlite3
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from uwf.sandboxes._common import Json
+from uwf.sandboxes._store import get_meta, next_id
+
+__all__ = [
+    "DEFAULTS",
+    "PROPERTIES",
+    "SCHEMA",
+    "HubSpotError",
+    "associate",
+    "associated",
+    "batch_envelope",
+    "find",
+    "hs_error",
+    "invalid",
+    "invalid_json",
+    "iso_ms",
+    "make_credentials",
+    "not_found",
+    "object_json",
+    "object_type",
+    "owner_json",
+    "property_json",
+    "save_object",
+    "search",
+    "seed",
+    "validate_associations",
+    "validate_properties",
+]
+
+PORTAL_ID = 24242424
+ADMIN_EMAIL = "admin@uwf-sandbox.test"
+REDIRECT_URI = "http://localhost:8080/oauth/hubspot/callback"
+QUICKSTART_TICKET = 1123
+PRIORITIES = ("LOW", "MEDIUM", "HIGH", "URGENT")
+STAGES = (("1", "New"), ("2", "Waiting on contact"), ("3", "Waiting on us"), ("4", "Closed"))
+CATEGORIES = ("PRODUCT_ISSUE", "BILLING_ISSUE", "FEATURE_REQUEST", "GENERAL_INQUIRY")
+# (owner id, user id, email, first name, last name, archived): owner ids and user ids differ
+# in HubSpot, and `hubspot_owner_id` holds the owner id.
+OWNERS = (
+    (41000001, 9000001, ADMIN_EMAIL, "Sandbox", "Admin", 0),
+    (41000002, 9000002, "alice@acme.test", "Alice", "Agent", 0),
+    (41000003, 9000003, "bob@acme.test", "Bob", "Agent", 0),
+    (41000004, 9000004, "carol@acme.test", "Carol", "Agent", 0),
+    (41000005, 9000005, "dan@acme.test", "Dan", "Former", 1),
+)
+TOPICS = ("Printer is offline", "Cannot log in", "Refund request", "Invoice missing",
+          "Shipping delay", "Password reset", "Export fails", "Dark mode request")  # fmt: skip
+_SEED_EPOCH = 1704067200  # 2024-01-01T00:00:00Z: seeded timestamps never change
+_ALIASES = {"tickets": "tickets", "ticket": "tickets", "0-5": "tickets",
+            "notes": "notes", "note": "notes", "0-46": "notes"}  # fmt: skip
+_UPPER = {"tickets": "TICKET", "notes": "NOTE"}
+# HUBSPOT_DEFINED association type ids: (from, to) -> id, and id -> (from, to).
+ASSOCIATION_TYPES = {("notes", "tickets"): 228, ("tickets", "notes"): 227}
+_BY_TYPE_ID = {type_id: pair for pair, type_id in ASSOCIATION_TYPES.items()}
+MAX_SEARCH_RESULTS = 10_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS owners (
+    id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, email TEXT NOT NULL COLLATE NOCASE,
+    first_name TEXT, last_name TEXT, archived INTEGER NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+    type TEXT NOT NULL, id INTEGER NOT NULL, properties TEXT NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (type, id));
+CREATE INDEX IF NOT EXISTS objects_uwf_key ON objects (type, json_extract(properties, '$.uwf_key'));
+CREATE TABLE IF NOT EXISTS associations (
+    from_type TEXT NOT NULL, from_id INTEGER NOT NULL, to_type TEXT NOT NULL,
+    to_id INTEGER NOT NULL, type_id INTEGER NOT NULL,
+    PRIMARY KEY (from_type, from_id, to_type, to_id, type_id));
+CREATE TABLE IF NOT EXISTS oauth_tokens (
+    token TEXT PRIMARY KEY, grant_type TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS oauth_refresh_tokens (token TEXT PRIMARY KEY, revoked INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS oauth_codes (
+    code TEXT PRIMARY KEY, redirect_uri TEXT NOT NULL, expires_at REAL NOT NULL,
+    used INTEGER NOT NULL);
+"""
+
+
+class HubSpotError(Exception):
+    """A response in HubSpot's format; the route layer adds the correlation id."""
+
+    def __init__(self, status: int, body: Json, headers: Mapping[str, str] | None = None):
+        super().__init__(status, body)
+        self.status, self.body, self.headers = status, body, dict(headers or {})
+
+    def with_headers(self, headers: Mapping[str, str]) -> HubSpotError:
+        """The same error, sent with extra response headers."""
+        self.headers.update(headers)
+        return self
+
+
+def hs_error(status: int, message: str, category: str | None = None, **extra: Any) -> HubSpotError:
+    """HubSpot's standard error body: ``{status: "error", message, category?, …}``."""
+    body: Json = {"status": "error", "message": message}
+    if category is not None:
+        body["category"] = category
+    return HubSpotError(status, {**body, **extra})
+
+
+def invalid(message: str, **extra: Any) -> HubSpotError:
+    """HubSpot's 400 ``VALIDATION_ERROR``."""
+    return hs_error(400, message, "VALIDATION_ERROR", **extra)
+
+
+def not_found() -> HubSpotError:
+    """404 for a record id that does not exist (wording per CRM-FACTS; category unverified)."""
+    return hs_error(404, "resource not found", "OBJECT_NOT_FOUND")
+
+
+def _property_errors(issues: list[tuple[str, str, str]]) -> HubSpotError:
+    # HubSpot serialises the per-property results into the message string itself.
+    details = [
+        {"isValid": False, "message": text, "error": code, "name": name,
+         "localizedErrorMessage": text, "portalId": PORTAL_ID}
+        for name, code, text in issues
+    ]  # fmt: skip
+    text = "Property values were not valid: " + json.dumps(details, separators=(",", ":"))
+    return invalid(text)
+
+
+def object_type(name: str) -> str:
+    """The canonical object type of a path segment; HubSpot's 400 for an unknown one."""
+    try:
+        return _ALIASES[name.lower()]
+    except KeyError:
+        raise invalid(f"Unable to infer object type from: {name}") from None
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@dataclass(frozen=True, slots=True)
+class Prop:
+    """One property definition, as `GET /crm/v3/properties/{type}` describes it."""
+
+    name: str
+    label: str
+    type: str  # string, number, datetime, enumeration
+    field_type: str  # text, textarea, html, select, checkbox, date, number
+    group: str
+    options: tuple[tuple[str, str], ...] = ()
+    unique: bool = False
+    read_only: bool = False
+    custom: bool = False
+    external_options: bool = False
+
+
+def _common(group: str, created: str) -> list[Prop]:
+    return [
+        Prop(created, "Create date", "datetime", "date", group, read_only=True),
+        Prop("hs_lastmodifieddate", "Last modified date", "datetime", "date", group,
+             read_only=True),
+        Prop("hs_object_id", "Record ID", "number", "number", group, read_only=True),
+        Prop("hubspot_owner_id", "Owner", "enumeration", "select", group, external_options=True),
+        # The custom property UWF keys idempotent writes on; hasUniqueValue makes it usable
+        # as `idProperty` and makes HubSpot refuse a second record with the same value.
+        Prop("uwf_key", "UWF step key", "string", "text", group, unique=True, custom=True),
+    ]  # fmt: skip
+
+
+PROPERTIES: dict[str, dict[str, Prop]] = {
+    "tickets": {p.name: p for p in (
+        Prop("subject", "Ticket name", "string", "text", "ticketinformation"),
+        Prop("content", "Ticket description", "string", "textarea", "ticketinformation"),
+        Prop("hs_pipeline", "Pipeline", "enumeration", "select", "ticketinformation",
+             (("0", "Support Pipeline"),)),
+        Prop("hs_pipeline_stage", "Ticket status", "enumeration", "select", "ticketinformation",
+             STAGES),
+        Prop("hs_ticket_priority", "Priority", "enumeration", "select", "ticketinformation",
+             tuple((p, p.title()) for p in PRIORITIES)),
+        Prop("hs_ticket_category", "Category", "enumeration", "checkbox", "ticketinformation",
+             tuple((c, c.replace("_", " ").title()) for c in CATEGORIES)),
+        *_common("ticketinformation", "createdate"),
+    )},
+    "notes": {p.name: p for p in (
+        Prop("hs_note_body", "Note body", "string", "html", "engagement"),
+        Prop("hs_timestamp", "Activity date", "datetime", "date", "engagement"),
+        *_common("engagement", "hs_createdate"),
+    )},
+}  # fmt: skip
+_CREATED = {"tickets": "createdate", "notes": "hs_createdate"}
+# What GET returns without `?properties=` (tickets: HubSpot's documented defaults).
+DEFAULTS = {
+    "tickets": ("content", "createdate", "hs_lastmodifieddate", "hs_object_id", "hs_pipeline",
+                "hs_pipeline_stage", "hs_ticket_category", "hs_ticket_priority", "subject"),
+    "notes": ("hs_createdate", "hs_lastmodifieddate", "hs_object_id"),
+}  # fmt: skip
+_REQUIRED = {"tickets": ("subject", "hs_pipeline_stage"), "notes": ("hs_timestamp",)}
+_SEARCHABLE = {"tickets": ("subject", "content"), "notes": ("hs_note_body",)}
+
+
+def property_json(prop: Prop) -> Json:
+    """A property definition in HubSpot's shape, options included for enumerations."""
+    at = iso_ms(_SEED_EPOCH)
+    options = [
+        {"label": label, "value": value, "description": "", "displayOrder": n, "hidden": False}
+        for n, (value, label) in enumerate(prop.options)
+    ]
+    body: Json = {
+        "name": prop.name, "label": prop.label, "type": prop.type, "fieldType": prop.field_type,
+        "description": "", "groupName": prop.group, "options": options, "displayOrder": -1,
+        "calculated": False, "externalOptions": prop.external_options,
+        "hasUniqueValue": prop.unique, "hidden": False, "formField": not prop.read_only,
+        "modificationMetadata": {"archivable": prop.custom, "readOnlyDefinition": not prop.custom,
+                                 "readOnlyValue": prop.read_only},
+        "createdAt": at, "updatedAt": at, "archived": False,
+    }  # fmt: skip
+    if not prop.custom:  # HubSpot leaves the flag off custom properties
+        body["hubspotDefined"] = True
+    return body
+
+
+# --------------------------------------------------------------------------- time
+
+
+def iso_ms(ts: float | None = None) -> str:
+    """HubSpot's timestamp format: ISO-8601 UTC with milliseconds, e.g. ``…T10:30:00.000Z``."""
+    moment = datetime.now(UTC) if ts is None else datetime.fromtimestamp(ts, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _epoch_ms(value: str) -> float | None:
+    """A datetime value as Unix milliseconds: HubSpot takes ms or ISO-8601 alike."""
+    if re.fullmatch(r"-?\d+", value):
+        return float(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.timestamp() * 1000
+
+
+# --------------------------------------------------------------------------- records
+
+
+def make_credentials() -> dict[str, str]:
+    """Fresh dev credentials for a new database: a private-app token and an OAuth app."""
+
+    def uuid4() -> str:
+        return str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
+
+    return {
+        "portal_id": str(PORTAL_ID),
+        "private_app_token": f"pat-na1-{uuid4()}",
+        "client_id": uuid4(),
+        "client_secret": uuid4(),
+        "refresh_token": f"na1-{secrets.token_hex(2)}-{uuid4()}",
+        "redirect_uri": REDIRECT_URI,
+        "auth": "bearer private_app_token, or OAuth POST /oauth/v1/token",
+    }
+
+
+def seed(conn: sqlite3.Connection) -> None:
+    """Owners, 60 tickets (1101–1160) whose fields follow from their id, and some notes.
+
+    Ticket 1123 is the quickstart record: New, MEDIUM, no owner, no notes.
+    """
+    creds = get_meta(conn, "credentials") or {}
+    if creds.get("refresh_token"):  # the dev OAuth installation's refresh token
+        conn.execute("INSERT INTO oauth_refresh_tokens VALUES (?, 0)", (creds["refresh_token"],))
+    at = iso_ms(_SEED_EPOCH)
+    conn.executemany("INSERT INTO owners VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(*owner, at, at) for owner in OWNERS])  # fmt: skip
+    agents = [str(owner[0]) for owner in OWNERS[1:4]]
+    for ticket_id in range(1101, 1161):
+        quickstart = ticket_id == QUICKSTART_TICKET
+        topic = TOPICS[ticket_id % len(TOPICS)]
+        props: dict[str, str | None] = {
+            "subject": f"{topic} #{ticket_id}",
+            "content": f"Hi, {topic.lower()}. Details for seed ticket {ticket_id}.",
+            "hs_pipeline": "0",
+            "hs_pipeline_stage": "1" if quickstart else STAGES[ticket_id % 4][0],
+            "hs_ticket_priority": "MEDIUM" if quickstart else (*PRIORITIES, None)[ticket_id % 5],
+            "hs_ticket_category": CATEGORIES[ticket_id % 4] if ticket_id % 3 else None,
+            "hubspot_owner_id": None if quickstart or ticket_id % 3 == 0 else agents[ticket_id % 3],
+        }
+        created = _SEED_EPOCH + (ticket_id - 1100) * 3600
+        save_object(conn, "tickets", None, props, at=created, object_id=ticket_id)
+        if props["hs_pipeline_stage"] in ("2", "3") and not quickstart:
+            note = {"hs_note_body": f"Called the customer about #{ticket_id}.",
+                    "hs_timestamp": iso_ms(created + 600),
+                    "hubspot_owner_id": agents[0]}  # fmt: skip
+            note_id = 8000 + ticket_id - 1100
+            save_object(conn, "notes", None, note, at=created + 600, object_id=note_id)
+            associate(conn, "notes", note_id, "tickets", ticket_id)
+
+
+def save_object(
+    conn: sqlite3.Connection, otype: str, row: Mapping[str, Any] | None,
+    changes: Mapping[str, str | None], *, at: float | None = None, object_id: int | None = None,
+) -> int:  # fmt: skip
+    """Create (``row`` None) or update a record with validated ``changes``; returns its id.
+
+    New records take ids from ranges far from the seeded ones (tickets 2001+, notes 9001+),
+    so a test can tell them apart; the seed passes its own ``object_id`` and ``at``.
+    """
+    now = iso_ms(at)
+    if row is None:
+        missing = [n for n in _REQUIRED[otype] if not changes.get(n)]
+        if missing:
+            text = f"Error creating {_UPPER[otype]}.  Some required properties were not set."
+            raise invalid(text, context={"properties": missing})
+        if object_id is None:
+            object_id = next_id(conn, otype, {"tickets": 2001, "notes": 9001}[otype])
+        props = {"hs_pipeline": "0"} if otype == "tickets" else {}
+        props.update({k: v for k, v in changes.items() if v is not None})
+        props.update({_CREATED[otype]: now, "hs_lastmodifieddate": now,
+                      "hs_object_id": str(object_id)})  # fmt: skip
+        values = (otype, object_id, json.dumps(props), now, now)
+        conn.execute("INSERT INTO objects VALUES (?, ?, ?, ?, ?)", values)
+        return object_id
+    merged: dict[str, str | None] = {**json.loads(row["properties"]), **changes}
+    merged["hs_lastmodifieddate"] = now
+    props = {k: v for k, v in merged.items() if v is not None}
+    sql = "UPDATE objects SET properties = ?, updated_at = ? WHERE type = ? AND id = ?"
+    conn.execute(sql, (json.dumps(props), now, otype, row["id"]))
+    return int(row["id"])
+
+
+def find(
+    conn: sqlite3.Connection, otype: str, key: Any, id_property: str | None = None
+) -> dict[str, Any] | None:
+    """The record whose id (or unique ``id_property``) is ``key``, or None."""
+    if id_property in (None, "hs_object_id"):
+        text = str(key)
+        if not text.isdigit() or len(text) > 18:
+            return None
+        found = conn.execute("SELECT * FROM objects WHERE type = ? AND id = ?", (otype, int(text)))
+    else:
+        prop = PROPERTIES[otype].get(str(id_property))
+        if prop is None or not prop.unique:
+            text = f"{id_property} is not a unique identifier property for {_UPPER[otype]}"
+            raise invalid(text)
+        where = f"json_extract(properties, '$.{prop.name}') = ?"
+        sql = f"SELECT * FROM objects WHERE type = ? AND {where}"  # noqa: S608 - our property name
+        found = conn.execute(sql, (otype, str(key)))
+    row = found.fetchone()
+    return None if row is None else dict(row)
+
+
+def object_json(
+    row: Mapping[str, Any], otype: str, names: Iterable[str] | None = None,
+    associations: Mapping[str, list[int]] | None = None, extra: Json | None = None,
+) -> Json:  # fmt: skip
+    """A record as HubSpot returns it.
+
+    ``names``: the properties asked for (unknown names are ignored, unset ones are null,
+    as in HubSpot); None means every property that has a value (what writes return).
+    """
+    props = json.loads(row["properties"])
+    if names is None:
+        shown = dict(sorted(props.items()))
+    else:
+        shown = {n: props.get(n) for n in dict.fromkeys(names) if n in PROPERTIES[otype]}
+    body: Json = {"id": str(row["id"]), "properties": shown, "createdAt": row["created_at"],
+                  "updatedAt": row["updated_at"], "archived": False, **(extra or {})}  # fmt: skip
+    if associations:
+        body["associations"] = {
+            to: {"results": [{"id": str(i), "type": f"{otype[:-1]}_to_{to[:-1]}"} for i in ids]}
+            for to, ids in associations.items()
+            if ids
+        }
+    return body
+
+
+def owner_json(row: Mapping[str, Any]) -> Json:
+    """An ``owners`` row as `GET /crm/v3/owners` returns it."""
+    return {
+        "id": str(row["id"]), "email": row["email"], "type": "PERSON",
+        "firstName": row["first_name"], "lastName": row["last_name"], "userId": row["user_id"],
+        "userIdIncludingInactive": row["user_id"], "createdAt": row["created_at"],
+        "updatedAt": row["updated_at"], "archived": bool(row["archived"]),
+        "teams": [{"id": "5001", "name": "Support", "primary": True}],
+    }  # fmt: skip
+
+
+def batch_envelope(results: list[Json], errors: list[Json], started: str) -> Json:
+    """The body of every batch endpoint; `errors`/`numErrors` only when some inputs failed."""
+    body: Json = {"status": "COMPLETE", "results": results, "startedAt": started,
+                  "completedAt": iso_ms()}  # fmt: skip
+    if errors:
+        body.update(numErrors=len(errors), errors=errors)
+    return body
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_properties(
+    conn: sqlite3.Connection, otype: str, raw: Any, own_id: int | None = None
+) -> dict[str, str | None]:
+    """Check a ``properties`` map the way HubSpot does; returns values as stored strings.
+
+    Values may be strings, numbers or booleans (HubSpot stores them as strings); null or ""
+    clears a property. Every invalid property is reported in one 400, like HubSpot; a value
+    another record already has for a unique property is a 409.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict) or any(isinstance(v, dict | list) for v in raw.values()):
+        raise invalid_json("Cannot deserialize `properties`: expected a map of strings")
+    issues: list[tuple[str, str, str]] = []
+    out: dict[str, str | None] = {}
+    for name, value in raw.items():
+        prop = PROPERTIES[otype].get(name)
+        if prop is None:
+            issues.append((name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist'))
+            continue
+        if prop.read_only:
+            text = f'"{name}" is a read only property; its value cannot be set.'
+            issues.append((name, "READ_ONLY_VALUE", text))
+            continue
+        text = (
+            str(value).lower() if isinstance(value, bool) else ("" if value is None else str(value))
+        )
+        problem = _check_value(conn, prop, text) if text else None
+        if problem is not None:
+            issues.append((name, *problem))
+        elif prop.type == "datetime" and text:
+            out[name] = iso_ms((_epoch_ms(text) or 0) / 1000)
+        else:
+            out[name] = text or None
+    if issues:
+        raise _property_errors(issues)
+    for prop in PROPERTIES[otype].values():
+        value = out.get(prop.name)
+        if prop.unique and value is not None:
+            existing = find(conn, otype, value, prop.name)
+            if existing is not None and existing["id"] != own_id:
+                label = _UPPER[otype].title()
+                text = f"{label} already exists. Existing ID: {existing['id']}"
+                raise hs_error(409, text, "CONFLICT")
+    return out
+
+
+def _check_value(conn: sqlite3.Connection, prop: Prop, text: str) -> tuple[str, str] | None:
+    """The error code and message for an invalid value, or None."""
+    if prop.name == "hubspot_owner_id":
+        sql = "SELECT 1 FROM owners WHERE id = ? AND archived = 0"
+        if not text.isdigit() or conn.execute(sql, (int(text[:18]),)).fetchone() is None:
+            return "INVALID_OWNER_ID", f"{text} is not a valid owner id"
+    elif prop.type == "enumeration":
+        allowed = [value for value, _ in prop.options]
+        # Checkbox (multi-select) values are separated by semicolons.
+        parts = text.split(";") if prop.field_type == "checkbox" else [text]
+        bad = next((p for p in parts if p not in allowed), None)
+        if bad is not None:
+            return (
+                "INVALID_OPTION",
+                f"{bad} was not one of the allowed options: [{', '.join(allowed)}]",
+            )
+    elif prop.type == "datetime" and _epoch_ms(text) is None:
+        return "INVALID_DATE", f"{text} is not a valid date or timestamp"
+    return None
+
+
+def invalid_json(detail: str) -> HubSpotError:
+    """HubSpot's 400 for a body it cannot deserialize (this body carries no category)."""
+    return hs_error(400, f"Invalid input JSON on line 1, column 1: {detail}")
+
+
+def validate_associations(conn: sqlite3.Connection, otype: str, raw: Any) -> list[tuple[str, int]]:
+    """The ``associations`` of a create body as ``[(to_type, to_id)]``, checked."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise invalid_json("Cannot deserialize `associations`: expected an array")
+    found: list[tuple[str, int]] = []
+    for item in raw:
+        to = item.get("to") if isinstance(item, dict) else None
+        types = item.get("types") if isinstance(item, dict) else None
+        if not isinstance(to, dict) or not isinstance(types, list) or not types:
+            raise invalid("Some required fields were not set: [to, types]")
+        for spec in types:
+            type_id = spec.get("associationTypeId") if isinstance(spec, dict) else None
+            pair = _BY_TYPE_ID.get(type_id) if isinstance(type_id, int) else None
+            if pair is None or pair[0] != otype:
+                text = f"{type_id} is not a valid association type id for {_UPPER[otype]}"
+                raise invalid(text)
+            target = find(conn, pair[1], to.get("id"))
+            if target is None:
+                text = f"{_UPPER[pair[1]]} {to.get('id')} does not exist; association not created"
+                raise invalid(text)
+            found.append((pair[1], int(target["id"])))
+    return found
+
+
+def associate(
+    conn: sqlite3.Connection, from_type: str, from_id: int, to_type: str, to_id: int
+) -> None:
+    """Store an association both ways, each with its own HUBSPOT_DEFINED type id."""
+    for a, a_id, b, b_id in (
+        (from_type, from_id, to_type, to_id),
+        (to_type, to_id, from_type, from_id),
+    ):
+        values = (a, a_id, b, b_id, ASSOCIATION_TYPES[(a, b)])
+        conn.execute("INSERT OR IGNORE INTO associations VALUES (?, ?, ?, ?, ?)", values)
+
+
+def associated(
+    conn: sqlite3.Connection, from_type: str, from_id: int, to_type: str
+) -> list[sqlite3.Row]:
+    """Associations of one record to one object type, by target id."""
+    sql = (
+        "SELECT to_id, type_id FROM associations "
+        "WHERE from_type = ? AND from_id = ? AND to_type = ? ORDER BY to_id"
+    )
+    return list(conn.execute(sql, (from_type, from_id, to_type)))
+
+
+# --------------------------------------------------------------------------- search
+
+_OPERATORS = frozenset({"EQ", "NEQ", "LT", "LTE", "GT", "GTE", "BETWEEN", "IN", "NOT_IN",
+                        "HAS_PROPERTY", "NOT_HAS_PROPERTY", "CONTAINS_TOKEN",
+                        "NOT_CONTAINS_TOKEN"})  # fmt: skip
+
+
+def _comparable(otype: str, name: str, value: Any) -> Any:
+    prop = PROPERTIES[otype].get(name)
+    text = "" if value is None else str(value)
+    if prop is not None and prop.type in ("number", "datetime"):
+        number = (
+            _epoch_ms(text)
+            if prop.type == "datetime"
+            else (float(text) if re.fullmatch(r"-?\d+(\.\d+)?", text) else None)
+        )
+        return number if number is not None else text.lower()
+    return text.lower()  # string comparisons in search are case-insensitive
+
+
+def _matches(otype: str, props: Mapping[str, str], flt: Mapping[str, Any]) -> bool:
+    name, op = str(flt.get("propertyName")), str(flt.get("operator", "EQ"))
+    actual = props.get(name)
+    if op in ("HAS_PROPERTY", "NOT_HAS_PROPERTY"):
+        return (actual is not None) == (op == "HAS_PROPERTY")
+    if op in ("CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN"):
+        pattern = str(flt.get("value", "")).lower()
+        text = (actual or "").lower()
+        words = [text, *re.findall(r"[\w@.*-]+", text)]
+        hit = actual is not None and any(fnmatch.fnmatchcase(w, pattern) for w in words)
+        return hit == (op == "CONTAINS_TOKEN")
+    if op in ("IN", "NOT_IN"):
+        values = [_comparable(otype, name, v) for v in flt.get("values") or []]
+        return (actual is not None and _comparable(otype, name, actual) in values) == (op == "IN")
+    if actual is None:
+        return op == "NEQ"
+    have, want = _comparable(otype, name, actual), _comparable(otype, name, flt.get("value"))
+    if type(have) is not type(want):
+        return op == "NEQ"
+    if op == "BETWEEN":
+        high = _comparable(otype, name, flt.get("highValue"))
+        return type(high) is type(have) and bool(want <= have <= high)
+    return bool({"EQ": have == want, "NEQ": have != want, "LT": have < want,
+                 "LTE": have <= want, "GT": have > want, "GTE": have >= want}[op])  # fmt: skip
+
+
+def search(
+    conn: sqlite3.Connection, otype: str, body: Json
+) -> tuple[list[dict[str, Any]], int, int | None]:
+    """Run a CRM search request: (page of rows, total, next offset or None)."""
+    groups = body.get("filterGroups") or []
+    filters = [f for g in groups if isinstance(g, dict) for f in g.get("filters") or []]
+    if len(groups) > 5 or any(len(g.get("filters") or []) > 6 for g in groups) or len(filters) > 18:
+        text = "Too many filters: at most 5 filterGroups of 6 filters, 18 filters in all"
+        raise invalid(text)
+    bad = [
+        f for f in filters if not isinstance(f, dict) or f.get("operator", "EQ") not in _OPERATORS
+    ]
+    if bad:
+        raise invalid(f"Invalid filter: {json.dumps(bad[0])}")
+    limit, after = body.get("limit", 10), body.get("after", "0")
+    if not isinstance(limit, int) or not 0 < limit <= 200 or not str(after or 0).isdigit():
+        raise invalid("limit must be 1–200 and after a number")
+    offset = int(after or 0)
+    if offset + limit > MAX_SEARCH_RESULTS:
+        text = f"Search results are limited to {MAX_SEARCH_RESULTS}; narrow the filter instead"
+        raise invalid(text)
+    query = str(body.get("query") or "").lower()
+    rows = [
+        dict(r) for r in conn.execute("SELECT * FROM objects WHERE type = ? ORDER BY id", (otype,))
+    ]
+    hits = []
+    for row in rows:
+        props = json.loads(row["properties"])
+        if groups and not any(all(_matches(otype, props, f) for f in g.get("filters") or [])
+                              for g in groups if isinstance(g, dict)):  # fmt: skip
+            continue
+        if query and not any(query in (props.get(n) or "").lower() for n in _SEARCHABLE[otype]):
+            continue
+        hits.append((row, props))
+    sorts = body.get("sorts") or []
+    if sorts:  # HubSpot honours one sort; strings may be "-createdate" for descending
+        first = sorts[0]
+        by_dict = isinstance(first, dict)
+        name = str(first.get("propertyName") if by_dict else str(first).lstrip("-"))
+        descending = first.get("direction") == "DESCENDING" if by_dict else str(first)[:1] == "-"
+
+        def key(hit: tuple[dict[str, Any], Json]) -> tuple[int, float, str]:
+            value = _comparable(otype, name, hit[1].get(name))
+            return (0, value, "") if isinstance(value, float) else (1, 0.0, str(value))
+
+        # Records without the property come last either way (unverified).
+        present = sorted(
+            (h for h in hits if h[1].get(name) is not None), key=key, reverse=descending
+        )
+        hits = present + [h for h in hits if h[1].get(name) is None]
+    page = [row for row, _ in hits[offset : offset + limit]]
+    more = offset + limit < len(hits)
+    return page, len(hits), (offset + limit if more else None)

@@ -1,0 +1,294 @@
+"""Umbrella's `escalate_case` through the executor against the HubSpot sandbox over loopback.
+
+Outcomes are checked through HubSpot's own API (tickets, v4 associations, notes), never
+through UWF's records of what it did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import EXAMPLES
+from tests.sandbox_server import RunningSandbox, serve_sandbox
+from uwf.metadata import load_directory
+from uwf.service import make_executor
+from uwf.settings import Settings
+from uwf.store import Store
+
+BOB = "41000003"
+NOTE_ONLY = """
+kind: workflow
+name: note_only
+tenant: umbrella
+connection: umbrella-hubspot
+input_schema:
+  type: object
+  required: [case_id, text]
+steps:
+  - id: note
+    type: add_comment
+    object: case
+    record_id: "{{ input.case_id }}"
+    body: "{{ input.text }}"
+"""
+OPEN_CASE = """
+kind: workflow
+name: open_case
+tenant: umbrella
+connection: umbrella-hubspot
+input_schema:
+  type: object
+  required: [subject, priority]
+steps:
+  - id: ticket
+    type: create_record
+    object: case
+    fields:
+      subject: "{{ input.subject }}"
+      priority: "{{ value_map('case_priority', input.priority) }}"
+output:
+  ticket_id: "{{ steps.ticket.id }}"
+"""
+# A public app's OAuth connection. The client id is not a secret but the sandbox draws it at
+# random on first start, and metadata takes it only as a literal: the test writes it in.
+OAUTH = """
+kind: connection
+name: umbrella-hubspot-oauth
+tenant: umbrella
+connector: hubspot
+base_url: "${{sandbox:hubspot}}"
+auth:
+  type: oauth2_refresh_token
+  client_id: "{client_id}"
+  client_secret: {{sandbox: hubspot, field: client_secret}}
+  refresh_token: {{sandbox: hubspot, field: refresh_token}}
+---
+kind: workflow
+name: prioritise_oauth
+tenant: umbrella
+connection: umbrella-hubspot-oauth
+input_schema:
+  type: object
+  required: [case_id, priority]
+steps:
+  - id: set_priority
+    type: update_record
+    object: case
+    record_id: "{{{{ input.case_id }}}}"
+    fields:
+      priority: "{{{{ value_map('case_priority', input.priority) }}}}"
+"""
+# The escalation and the OAuth test run on SQLite and PostgreSQL; the rest exercise the
+# connector and sandbox, not the store, so SQLite alone keeps the file fast.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+FAST_RETRIES = """
+retry:
+  max_attempts: 3
+  initial_delay_seconds: 0.05
+  max_delay_seconds: 0.3
+"""
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
+    with serve_sandbox(tmp_path / "home", "hubspot") as running:
+        # HubSpot refuses a note without `hs_timestamp`, and the engine cannot yet put the
+        # current time into a request (docs/crms/hubspot.md); until it can, the sandbox
+        # fills it in. `test_note_gets_its_timestamp_from_the_engine` tracks the gap.
+        running.control(note_timestamp_required=False)
+        yield running
+
+
+@pytest.fixture
+def metadata_dir(tmp_path: Path) -> Path:
+    # Only umbrella's file: the tenant, connection, value map and workflow are all in it.
+    directory = tmp_path / "metadata"
+    directory.mkdir()
+    text = (EXAMPLES / "umbrella.yaml").read_text()
+    text = text.replace("timeout_seconds: 20\n", "timeout_seconds: 5\n" + FAST_RETRIES)
+    (directory / "umbrella.yaml").write_text(text)
+    (directory / "note_only.yaml").write_text(NOTE_ONLY)
+    (directory / "open_case.yaml").write_text(OPEN_CASE)
+    return directory
+
+
+class Harness:
+    def __init__(self, store: Store, settings: Settings, sandbox: RunningSandbox) -> None:
+        self.store = store
+        self.sandbox = sandbox
+        self.executor = make_executor(settings, store, sandbox.url.rsplit("/", 1)[0])
+        self.version = 0
+
+    async def submit(self, workflow: str, data: dict[str, Any]) -> str:
+        execution, _ = await self.store.create_execution(
+            tenant="umbrella", workflow=workflow, metadata_version=self.version, input=data
+        )
+        return execution.id
+
+    async def run(self, seconds: float = 30) -> None:
+        await self.executor.run_until_idle(seconds)
+
+    def hubspot(self) -> httpx.Client:
+        """A client of the sandbox, authenticated like a HubSpot private app."""
+        token = self.sandbox.credentials["private_app_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        return httpx.Client(base_url=self.sandbox.url, headers=headers, timeout=10)
+
+    def ticket(self, ticket_id: int | str) -> dict[str, Any]:
+        params = {"properties": "hs_ticket_priority,hubspot_owner_id,subject,uwf_key"}
+        with self.hubspot() as client:
+            result: dict[str, Any] = client.get(
+                f"/crm/v3/objects/tickets/{ticket_id}", params=params
+            ).json()["properties"]
+        return result
+
+    def notes(self, ticket_id: int) -> list[dict[str, Any]]:
+        """The ticket's notes, read the way a HubSpot integration would: v4 associations."""
+        with self.hubspot() as client:
+            links = client.get(f"/crm/v4/objects/tickets/{ticket_id}/associations/notes").json()
+            ids = [{"id": str(link["toObjectId"])} for link in links["results"]]
+            body = {"inputs": ids, "properties": ["hs_note_body", "hs_timestamp", "uwf_key"]}
+            found = client.post("/crm/v3/objects/notes/batch/read", json=body).json()
+        return [note["properties"] for note in found["results"]]
+
+
+@pytest.fixture
+async def harness(
+    database_url: str, sandbox: RunningSandbox, metadata_dir: Path
+) -> AsyncIterator[Harness]:
+    store = await Store.open(database_url)
+    settings = Settings(home=sandbox.home, poll_interval=0.05, lease_seconds=2)
+    h = Harness(store, settings, sandbox)
+    h.version, _ = await store.apply_metadata(load_directory(metadata_dir), "test")
+    try:
+        yield h
+    finally:
+        await h.executor.runtime.close()
+        await store.close()
+
+
+async def test_escalation_lands_priority_owner_and_one_internal_note(harness: Harness) -> None:
+    data = {"case_id": 1123, "priority": "P2", "owner_email": "bob@acme.test", "reason": "VIP"}
+    eid = await harness.submit("escalate_case", data)
+    await harness.run()
+
+    execution = await harness.store.get_execution(eid)
+    runs = {r.step_id: r for r in await harness.store.step_runs(eid)}
+    assert execution is not None
+    assert execution.status == "succeeded", execution.error
+    assert execution.output == {"case_id": 1123, "priority": "HIGH", "owner_id": BOB}
+    assert [(r.step_id, r.status, r.attempts) for r in runs.values()] == [
+        ("owner", "succeeded", 1),
+        ("set_priority", "succeeded", 1),
+        ("reassign", "succeeded", 1),
+        ("note", "succeeded", 1),
+    ]
+    assert runs["set_priority"].request is not None
+    assert runs["set_priority"].request["body"] == {"properties": {"hs_ticket_priority": "HIGH"}}
+    assert runs["set_priority"].response is not None
+    assert runs["set_priority"].response["headers"]["x-hubspot-ratelimit-remaining"].isdigit()
+    assert "[REDACTED]" in str(runs["set_priority"].request["headers"])
+
+    ticket = harness.ticket(1123)
+    assert (ticket["hs_ticket_priority"], ticket["hubspot_owner_id"]) == ("HIGH", BOB)
+    [note] = harness.notes(1123)
+    assert note["hs_note_body"] == "Escalated: VIP"
+    assert note["uwf_key"] == f"{eid}:note"
+
+
+@SQLITE_ONLY
+async def test_lost_note_response_is_verified_not_sent_twice(harness: Harness) -> None:
+    harness.sandbox.control(drop_after_write_rate=1.0)
+    eid = await harness.submit("note_only", {"case_id": 1123, "text": "lost response"})
+    await harness.run()
+
+    execution = await harness.store.get_execution(eid)
+    [run] = await harness.store.step_runs(eid)
+    assert execution is not None
+    assert execution.status == "succeeded", execution.error
+    assert run.response is not None
+    assert run.response["verified"] is True
+    assert harness.sandbox.stats()["dropped_after_write"] == 1
+    assert [n["hs_note_body"] for n in harness.notes(1123)] == ["lost response"]
+
+
+@SQLITE_ONLY
+async def test_lost_create_response_is_resent_as_an_upsert(harness: Harness) -> None:
+    harness.sandbox.control(drop_after_write_rate=1.0)
+    eid = await harness.submit("open_case", {"subject": "Printer on fire", "priority": "P1"})
+    [claimed] = await harness.store.claim(harness.executor.owner, 1, 30)
+    assert await harness.executor._interpreter.run(claimed, harness.executor.owner) == "running"
+    harness.sandbox.reset()
+    harness.sandbox.control(note_timestamp_required=False)
+    await harness.run()
+
+    execution = await harness.store.get_execution(eid)
+    [run] = await harness.store.step_runs(eid)
+    assert execution is not None
+    assert execution.status == "succeeded", execution.error
+    assert run.attempts == 2
+    ticket_id = execution.output["ticket_id"]
+    assert harness.ticket(ticket_id)["uwf_key"] == f"{eid}:ticket"
+    assert harness.ticket(ticket_id)["hs_ticket_priority"] == "URGENT"
+    with harness.hubspot() as client:
+        subject = {"propertyName": "subject", "operator": "EQ", "value": "Printer on fire"}
+        body = {"filterGroups": [{"filters": [subject]}]}
+        found = client.post("/crm/v3/objects/tickets/search", json=body).json()
+    assert found["total"] == 1
+
+
+@SQLITE_ONLY
+async def test_crm_validation_error_fails_with_hubspots_message(
+    harness: Harness, metadata_dir: Path
+) -> None:
+    path = metadata_dir / "umbrella.yaml"
+    path.write_text(path.read_text().replace("P4: LOW\n", "P4: LOWEST\n"))
+    harness.version, _ = await harness.store.apply_metadata(load_directory(metadata_dir), "bad")
+    eid = await harness.submit("escalate_case", {"case_id": 1124, "priority": "P4"})
+    await harness.run()
+
+    execution = await harness.store.get_execution(eid)
+    assert execution is not None
+    assert execution.status == "failed"
+    assert execution.error is not None
+    assert execution.error["step"] == "set_priority"
+    assert execution.error["status"] == 400
+    assert "HubSpot answered 400" in execution.error["message"]
+    assert "LOWEST was not one of the allowed options" in execution.error["message"]
+    assert harness.ticket(1124)["hs_ticket_priority"] != "LOWEST"
+
+
+async def test_oauth_connection_fetches_one_token_for_many_executions(
+    harness: Harness, metadata_dir: Path
+) -> None:
+    client_id = harness.sandbox.credentials["client_id"]
+    (metadata_dir / "oauth.yaml").write_text(OAUTH.format(client_id=client_id))
+    harness.version, _ = await harness.store.apply_metadata(load_directory(metadata_dir), "oauth")
+    tickets = range(1130, 1136)
+    ids = [
+        await harness.submit("prioritise_oauth", {"case_id": n, "priority": "P1"}) for n in tickets
+    ]
+    await harness.run()
+
+    for eid in ids:
+        execution = await harness.store.get_execution(eid)
+        assert execution is not None
+        assert execution.status == "succeeded", execution.error
+    assert {harness.ticket(n)["hs_ticket_priority"] for n in tickets} == {"URGENT"}
+    stats = harness.sandbox.stats()
+    assert stats["token_requests"] == {"total": 1, "by_grant_type": {"refresh_token": 1}}
+
+
+@SQLITE_ONLY
+async def test_note_gets_its_timestamp_from_the_engine(harness: Harness) -> None:
+    harness.sandbox.control(note_timestamp_required=True)  # HubSpot's own behaviour
+    eid = await harness.submit("note_only", {"case_id": 1125, "text": "timed"})
+    await harness.run()
+    execution = await harness.store.get_execution(eid)
+    assert execution is not None
+    assert execution.status == "succeeded", execution.error
