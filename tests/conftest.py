@@ -68,6 +68,26 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         yield url
 
 
+@contextlib.contextmanager
+def fresh_pg_database_sync(server_url: str) -> Iterator[str]:
+    """`fresh_pg_database` for synchronous tests (which start processes that use it)."""
+    import asyncpg
+
+    name = "uwf_t_" + secrets.token_hex(6)
+
+    async def admin(statement: str) -> None:
+        conn = await asyncpg.connect(server_url)
+        await conn.execute(statement)
+        await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        base = server_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @contextlib.asynccontextmanager
 async def fresh_pg_database(server_url: str) -> AsyncIterator[str]:
     """A new, empty PostgreSQL database; dropped afterwards."""
