@@ -1,0 +1,218 @@
+"""Globex's `escalate_case` (the same canonical workflow as acme's) against the Salesforce sandbox.
+
+Every outcome is checked through Salesforce's own REST API, not through UWF's records.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from simple_salesforce.format import format_soql
+
+from tests.conftest import EXAMPLES
+from tests.sandbox_server import RunningSandbox, serve_sandbox
+from uwf.metadata import load_directory
+from uwf.service import make_executor
+from uwf.settings import Settings
+from uwf.store import Store
+
+QUICKSTART = "00001123"
+NOTE_ONLY = """
+kind: workflow
+name: note_only
+tenant: globex
+connection: globex-salesforce
+input_schema:
+  type: object
+  required: [case_id, text]
+steps:
+  - id: note
+    type: add_comment
+    object: case
+    record_id: "{{ input.case_id }}"
+    body: "{{ input.text }}"
+"""
+FAST_RETRIES = """
+retry:
+  max_attempts: 3
+  initial_delay_seconds: 0.05
+  max_delay_seconds: 0.3
+"""
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
+    with serve_sandbox(tmp_path / "home", "salesforce") as running:
+        yield running
+
+
+@pytest.fixture
+def metadata_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "metadata"
+    shutil.copytree(EXAMPLES, directory)
+    conn = directory / "globex.yaml"
+    text = conn.read_text().replace("timeout_seconds: 20\n", "timeout_seconds: 5\n" + FAST_RETRIES)
+    conn.write_text(text)
+    (directory / "note_only_globex.yaml").write_text(NOTE_ONLY)
+    return directory
+
+
+class Harness:
+    def __init__(self, store: Store, settings: Settings, sandbox: RunningSandbox) -> None:
+        self.store = store
+        self.sandbox = sandbox
+        self.executor = make_executor(settings, store, sandbox.url.rsplit("/", 1)[0])
+        self.version = 0
+
+    async def execute(self, workflow: str, data: dict[str, Any]) -> tuple[str, Any]:
+        execution, _ = await self.store.create_execution(
+            tenant="globex", workflow=workflow, metadata_version=self.version, input=data
+        )
+        await self.executor.run_until_idle(15)
+        done = await self.store.get_execution(execution.id)
+        assert done is not None
+        return execution.id, done
+
+    def salesforce(self) -> httpx.Client:
+        """Salesforce's REST API as any integration would call it (not through UWF)."""
+        token = self.sandbox.credentials["access_token"]
+        return httpx.Client(
+            base_url=f"{self.sandbox.url}/services/data/v59.0",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+
+    def query(self, soql: str) -> list[dict[str, Any]]:
+        with self.salesforce() as api:
+            response = api.get("/query", params={"q": soql})
+        response.raise_for_status()
+        records: list[dict[str, Any]] = response.json()["records"]
+        return records
+
+    def case(self, case_number: str) -> dict[str, Any]:
+        with self.salesforce() as api:
+            response = api.get(f"/sobjects/Case/CaseNumber/{case_number}")
+        response.raise_for_status()
+        case: dict[str, Any] = response.json()
+        return case
+
+    def notes(self, case_id: str) -> list[dict[str, Any]]:
+        """The case's internal notes (unpublished CaseComments)."""
+        return self.query(
+            format_soql(
+                "SELECT Id, CommentBody, IsPublished FROM CaseComment "
+                "WHERE ParentId = {} AND IsPublished = false",
+                case_id,
+            )
+        )
+
+
+async def _harness(url: str, sandbox: RunningSandbox, metadata_dir: Path) -> AsyncIterator[Harness]:
+    store = await Store.open(url)
+    settings = Settings(home=sandbox.home, poll_interval=0.05, lease_seconds=2)
+    harness = Harness(store, settings, sandbox)
+    harness.version, _ = await store.apply_metadata(load_directory(metadata_dir), "test")
+    try:
+        yield harness
+    finally:
+        await harness.executor.runtime.close()
+        await store.close()
+
+
+@pytest.fixture
+async def harness(
+    database_url: str, sandbox: RunningSandbox, metadata_dir: Path
+) -> AsyncIterator[Harness]:
+    async for h in _harness(database_url, sandbox, metadata_dir):
+        yield h
+
+
+@pytest.fixture
+async def sqlite_harness(
+    tmp_path: Path, sandbox: RunningSandbox, metadata_dir: Path
+) -> AsyncIterator[Harness]:
+    async for h in _harness(f"sqlite+aiosqlite:///{tmp_path / 'uwf.db'}", sandbox, metadata_dir):
+        yield h
+
+
+async def test_escalation_lands_in_salesforce(harness: Harness) -> None:
+    before = harness.case(QUICKSTART)
+    assert (before["Priority"], before["OwnerId"][:3]) == ("Medium", "00G")  # a queue owns it
+    assert harness.notes(before["Id"]) == []
+
+    data = {"case_id": QUICKSTART, "priority": "P1", "owner_email": "bob@acme.test"}
+    eid, execution = await harness.execute("escalate_case", {**data, "reason": "VIP customer"})
+
+    assert execution.status == "succeeded", execution.error
+    [bob] = harness.query("SELECT Id FROM User WHERE Email = 'bob@acme.test'")
+    after = harness.case(QUICKSTART)
+    assert (after["Priority"], after["OwnerId"]) == ("High", bob["Id"])
+    [note] = harness.notes(after["Id"])
+    assert note["CommentBody"] == "Escalated: VIP customer"
+    assert execution.output == {"case_id": QUICKSTART, "priority": "High", "owner_id": bob["Id"]}
+    runs = {r.step_id: r for r in await harness.store.step_runs(eid)}
+    assert runs["owner"].output["email"] == "bob@acme.test"  # the canonical user record
+    assert runs["set_priority"].request is not None
+    assert runs["set_priority"].request["method"] == "PATCH"
+    assert runs["set_priority"].request["url"].endswith(f"/sobjects/Case/CaseNumber/{QUICKSTART}")
+    assert runs["set_priority"].request["body"] == {"Priority": "High"}
+    assert runs["note"].response is not None
+    headers = {k.lower(): v for k, v in runs["note"].response["headers"].items()}
+    assert headers["sforce-limit-info"].startswith("api-usage=")  # recorded for the governor
+
+
+async def test_escalation_by_case_id_without_owner(sqlite_harness: Harness) -> None:
+    # The schema takes a numeric case_id; 00001042 is a seeded case too.
+    _, execution = await sqlite_harness.execute(
+        "escalate_case", {"case_id": "00001042", "priority": "P4"}
+    )
+    assert execution.status == "succeeded", execution.error
+    case = sqlite_harness.case("00001042")
+    assert case["Priority"] == "Low"
+    assert sqlite_harness.notes(case["Id"]) == []
+
+
+async def test_lost_note_response_is_verified_not_sent_twice(sqlite_harness: Harness) -> None:
+    sqlite_harness.sandbox.control(drop_after_write_rate=1.0)
+    eid, execution = await sqlite_harness.execute(
+        "note_only", {"case_id": "00001050", "text": "lost response"}
+    )
+    sqlite_harness.sandbox.reset()
+
+    assert execution.status == "succeeded", execution.error
+    [run] = await sqlite_harness.store.step_runs(eid)
+    assert run.response is not None
+    assert run.response["verified"] is True
+    case = sqlite_harness.case("00001050")
+    notes = [n for n in sqlite_harness.notes(case["Id"]) if n["CommentBody"] == "lost response"]
+    assert len(notes) == 1
+
+
+async def test_validation_error_fails_with_salesforces_message(
+    sqlite_harness: Harness, metadata_dir: Path
+) -> None:
+    # A tenant maps P4 to a value the org's restricted Priority picklist does not have.
+    conn = metadata_dir / "globex.yaml"
+    conn.write_text(conn.read_text().replace("P4: Low", "P4: Lowest"))
+    sqlite_harness.version, _ = await sqlite_harness.store.apply_metadata(
+        load_directory(metadata_dir), "bad value map"
+    )
+
+    _, execution = await sqlite_harness.execute(
+        "escalate_case", {"case_id": QUICKSTART, "priority": "P4", "reason": "noise"}
+    )
+
+    assert execution.status == "failed"
+    assert execution.error["step"] == "set_priority"
+    assert execution.error["message"] == (
+        "Salesforce answered 400 Bad Request: INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST: "
+        "Priority: bad value for restricted picklist field: Lowest"
+    )
+    case = sqlite_harness.case(QUICKSTART)
+    assert case["Priority"] == "Medium"
+    assert sqlite_harness.notes(case["Id"]) == []  # the workflow stopped before its note
