@@ -396,6 +396,32 @@ def connectors_reference() -> None:
 # -- sandbox / db -----------------------------------------------------------------------------
 
 
+@sandbox_app.command("serve")
+def sandbox_serve(
+    crm: Annotated[str, typer.Argument(help="zendesk, salesforce, servicenow, hubspot, …")],
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8090,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+) -> None:
+    """Serve one CRM's sandbox alone, at the root path (as the vendor's API host would be)."""
+    import uvicorn
+
+    from uwf.sandboxes import SANDBOXES, create_sandbox_app
+
+    if crm not in SANDBOXES:
+        err.print(f"[red]error:[/red] no sandbox for '{crm}' (known: {', '.join(SANDBOXES)})")
+        raise typer.Exit(2)
+    settings = Settings()
+    application = create_sandbox_app(crm, settings.home)
+    err.print(
+        f"{crm} sandbox on http://{host}:{port}  (records in {settings.home}/sandboxes)",
+        highlight=False,
+    )
+    try:
+        uvicorn.run(application, host=host, port=port, log_level="warning")
+    finally:
+        application.close()
+
+
 @sandbox_app.command("accounts")
 def sandbox_accounts() -> None:
     """Print each sandbox's dev credentials and base URL as JSON."""

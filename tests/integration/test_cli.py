@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -401,3 +402,49 @@ def test_connections_test_explains_refused_credentials(uwf: Uwf, metadata: Path)
     assert report["problem"].startswith("the CRM refused the credentials (401)")
     assert "Couldn't authenticate you" in report["problem"]
     assert "not-the-token" not in result.stdout + result.stderr
+
+
+def test_sandbox_serve_serves_one_crm_at_the_root(uwf: Uwf) -> None:
+    import httpx
+
+    from tests.conftest import free_socket
+
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UWF_")}
+    env["UWF_HOME"] = str(uwf.home)
+    process = subprocess.Popen(
+        [*_command(), "sandbox", "serve", "zendesk", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                refused = httpx.get(f"{base}/api/v2/tickets/123.json", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        creds = json.loads(uwf("sandbox", "accounts").stdout)["zendesk"]
+        ticket = httpx.get(
+            f"{base}/api/v2/tickets/123.json",
+            auth=(f"{creds['email']}/token", creds["api_token"]),
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        assert process.stderr is not None
+        process.stderr.close()
+    assert refused.status_code == 401
+    assert refused.json() == {"error": "Couldn't authenticate you"}
+    assert ticket.json()["ticket"]["id"] == 123
+
+
+def test_sandbox_serve_an_unknown_crm(uwf: Uwf) -> None:
+    result = uwf("sandbox", "serve", "pipedrive")
+    assert result.code == 2
+    assert "no sandbox for 'pipedrive' (known: zendesk" in result.err
