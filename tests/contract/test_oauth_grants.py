@@ -120,10 +120,8 @@ def grant(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any,
 
 def _token_requests(sandbox: RunningSandbox) -> dict[str, int]:
     stats = httpx.get(f"{sandbox.url}/_control", timeout=10).json()["stats"]
-    by_grant = stats.get("token_requests_by_grant_type")
-    if by_grant is None:  # {"total", "by_grant_type"}
-        by_grant = stats["token_requests"]["by_grant_type"]
-    return {str(k): int(v) for k, v in by_grant.items()}
+    assert stats["token_requests"] == sum(stats["token_requests_by_grant_type"].values())
+    return {str(k): int(v) for k, v in stats["token_requests_by_grant_type"].items()}
 
 
 async def test_each_grant_gets_one_token_and_calls_the_crm(

@@ -134,7 +134,7 @@ class HubSpotControl(SandboxControl):
     issues tokens that are already expired), ``daily_limit`` (private-app requests per UTC
     day; null disables) and ``note_timestamp_required`` (false fills a missing
     ``hs_timestamp`` with the current time instead of HubSpot's 400). Stats gain
-    ``token_requests``: ``{"total", "by_grant_type"}``.
+    ``token_requests`` (a count) and ``token_requests_by_grant_type``.
     """
 
     def __init__(self, profile: HubSpotProfile) -> None:
@@ -179,10 +179,9 @@ class HubSpotControl(SandboxControl):
     def snapshot(self) -> Json:
         snap = super().snapshot()
         by_grant = dict(sorted(self.token_requests.items()))
-        snap["stats"]["token_requests"] = {
-            "total": sum(by_grant.values()),
-            "by_grant_type": by_grant,
-        }
+        # The same shape as every other sandbox's token counters.
+        snap["stats"]["token_requests"] = sum(by_grant.values())
+        snap["stats"]["token_requests_by_grant_type"] = by_grant
         return snap
 
     def acquire_daily(self) -> tuple[bool, int, int] | None:
