@@ -255,10 +255,14 @@ def executions_list(
     status: Annotated[str | None, typer.Option(help="queued, running, succeeded, …")] = None,
     workflow: Annotated[str | None, typer.Option()] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    dead: Annotated[bool, typer.Option("--dead", help="Dead letters only")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """List executions, newest first."""
     from uwf.store import EXECUTION_STATUSES, Store
+
+    if dead:
+        status = "dead"
 
     if status is not None and status not in EXECUTION_STATUSES:
         err.print(
@@ -297,6 +301,70 @@ def executions_list(
             f"{row['id']}  {row['status']:<9}  {row['tenant']}/{row['workflow']}  "
             f"{row['created_at'][:19]}{error}\n"
         )
+
+
+@executions_app.command("cancel")
+def executions_cancel(execution_id: Annotated[str, typer.Argument()]) -> None:
+    """Cancel an execution: at once, or before its next step if a worker is running it."""
+    from uwf.api import cancel_execution
+    from uwf.store import Store
+
+    async def go() -> str:
+        store = await Store.open(Settings().resolved_database_url)
+        try:
+            found = await store.get_execution(execution_id)
+            if found is None:
+                raise UwfError(f"no execution '{execution_id}'")
+            return (await cancel_execution(store, found.tenant, execution_id)).status
+        finally:
+            await store.close()
+
+    status = _run(go)
+    if status == "cancelled":
+        err.print(f"{execution_id}: cancelled")
+    else:
+        err.print(f"{execution_id}: {status}; it stops before its next step (cancel requested)")
+
+
+@executions_app.command("replay")
+def executions_replay(
+    execution_ids: Annotated[list[str], typer.Argument(help="One or more execution ids")],
+    from_step: Annotated[
+        str | None, typer.Option(help="Run this step and every later one again")
+    ] = None,
+    current_metadata: Annotated[
+        bool, typer.Option("--current-metadata", help="Use the active metadata version")
+    ] = False,
+) -> None:
+    """Replay failed, dead or cancelled executions as new ones (steps that succeeded are kept).
+
+    A running `uwf serve` or `uwf worker` runs them.
+    """
+    from uwf.api import replay_execution
+    from uwf.store import Store
+
+    async def go() -> list[str]:
+        store = await Store.open(Settings().resolved_database_url)
+        try:
+            made = []
+            for execution_id in execution_ids:
+                found = await store.get_execution(execution_id)
+                if found is None:
+                    raise UwfError(f"no execution '{execution_id}'")
+                new = await replay_execution(
+                    store,
+                    found.tenant,
+                    execution_id,
+                    from_step=from_step,
+                    current_metadata=current_metadata,
+                )
+                made.append(new.id)
+            return made
+        finally:
+            await store.close()
+
+    for old, new in zip(execution_ids, _run(go), strict=True):
+        sys.stdout.write(f"{old} -> {new}\n")
 
 
 @executions_app.command("show")

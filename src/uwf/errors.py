@@ -5,7 +5,8 @@ UwfError
 ├── MetadataError            invalid metadata: fix the YAML, never retried
 ├── InputValidationError     a caller's request is wrong: answer 4xx, store nothing
 ├── NotFoundError            a tenant, workflow or execution that does not exist (for this caller)
-├── ConflictError            e.g. an Idempotency-Key reused with another body
+├── ConflictError            the request contradicts the current state (cancel a finished run)
+│   └── IdempotencyKeyReusedError   an Idempotency-Key reused with another body
 ├── ExpressionError          an expression failed or exceeded its limits at run time
 └── ConnectorError           talking to a CRM went wrong
     ├── RetryableError       try again later (429, 503, connection refused); `retry_after` seconds
@@ -26,6 +27,7 @@ __all__ = [
     "ConnectorError",
     "ExpressionError",
     "FatalError",
+    "IdempotencyKeyReusedError",
     "InputValidationError",
     "MetadataError",
     "NotFoundError",
@@ -70,7 +72,11 @@ class NotFoundError(UwfError):
 
 
 class ConflictError(UwfError):
-    """The request contradicts an earlier one (e.g. Idempotency-Key reused with another body)."""
+    """The request contradicts the current state, e.g. cancelling a finished execution."""
+
+
+class IdempotencyKeyReusedError(ConflictError):
+    """An Idempotency-Key was used before with a different request."""
 
 
 class ExpressionError(UwfError):

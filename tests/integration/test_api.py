@@ -385,3 +385,88 @@ def test_connections_are_listed_and_tested(live_server: LiveServer) -> None:
     assert "503" in down["problem"]
     assert unknown.status_code == 404
     assert "known: acme-zendesk" in unknown.json()["detail"]
+
+
+def _wait(client: httpx.Client, url: str, until: Any, seconds: float = 30) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        execution: dict[str, Any] = client.get(url).json()
+        if until(execution) or time.monotonic() > deadline:
+            return execution
+        time.sleep(0.05)
+
+
+def test_cancel_between_steps_then_replay_the_rest(live_server: LiveServer) -> None:
+    control = f"{live_server.base_url}/sandbox/zendesk/_control"
+    with live_server.client() as client, live_server.sandbox() as sandbox:
+        httpx.post(control, json={"latency_ms": 600}).raise_for_status()
+        accepted = client.post(
+            "/v1/tenants/acme/actions",
+            json={
+                "workflow": "escalate_case",
+                "input": {
+                    "case_id": 61,
+                    "priority": "P1",
+                    "owner_email": "bob@acme.test",
+                    "reason": "cancel me",
+                },
+            },
+        )
+        url = accepted.headers["Location"]
+        _wait(client, url, lambda e: e["steps"][1]["status"] == "succeeded")
+
+        cancelled = client.post(f"{url}/cancel")
+        final = _wait(client, url, lambda e: e["status"] == "cancelled")
+        httpx.delete(control).raise_for_status()
+
+        assert cancelled.status_code == 200
+        assert final["status"] == "cancelled"
+        assert final["error"]["type"] == "cancelled"
+        assert [s["status"] for s in final["steps"]][-1] == "pending"  # the note was not sent
+        assert _escalation_comments(sandbox, 61) == []
+        again = client.post(f"{url}/cancel")
+        assert again.status_code == 409
+        assert "already ended (cancelled)" in again.json()["detail"]
+
+        replayed = client.post(f"{url}/replay")
+        new_url = replayed.headers["Location"]
+        done = _wait(client, new_url, lambda e: e["status"] == "succeeded")
+
+    assert replayed.status_code == 202
+    assert replayed.json()["replay_of"] == final["id"]
+    assert done["status"] == "succeeded"
+    kept = {s["id"]: s for s in final["steps"] if s["status"] == "succeeded"}
+    for step in done["steps"]:
+        if step["id"] in kept:  # copied from the original, not run again
+            assert step["started_at"] == kept[step["id"]]["started_at"]
+            assert step["attempts"] == kept[step["id"]]["attempts"]
+    with live_server.sandbox() as sandbox:
+        assert [c["body"] for c in _escalation_comments(sandbox, 61)] == ["Escalated: cancel me"]
+
+
+def test_replay_refuses_what_would_write_twice(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        ok = client.post(
+            "/v1/tenants/acme/actions?wait=20",
+            json={"workflow": "escalate_case", "input": {"case_id": 62, "priority": "P2"}},
+        ).json()
+        failed = client.post(
+            "/v1/tenants/acme/actions?wait=20",
+            json={"workflow": "escalate_case", "input": {"case_id": 999991, "priority": "P2"}},
+        ).json()
+        base = "/v1/tenants/acme/executions"
+        succeeded = client.post(f"{base}/{ok['id']}/replay")
+        unknown_step = client.post(f"{base}/{failed['id']}/replay", json={"from_step": "nope"})
+        not_done = client.post(f"{base}/{failed['id']}/replay", json={"from_step": "note"})
+        unknown = client.post(f"{base}/01a20097-9fd5-7d5a-b872-2336cb42a9f2/replay")
+
+    assert failed["status"] == "failed"
+    assert succeeded.status_code == 409
+    assert "only failed, dead or cancelled" in succeeded.json()["detail"]
+    assert unknown_step.status_code == 422
+    assert "steps: owner, set_priority, reassign, note" in unknown_step.json()["detail"]
+    assert not_done.status_code == 422
+    assert "step 'set_priority' before 'note' did not succeed" in not_done.json()["detail"]
+    assert unknown.status_code == 404

@@ -448,3 +448,31 @@ def test_sandbox_serve_an_unknown_crm(uwf: Uwf) -> None:
     result = uwf("sandbox", "serve", "pipedrive")
     assert result.code == 2
     assert "no sandbox for 'pipedrive' (known: zendesk" in result.err
+
+
+def test_dead_letters_are_listed_and_replayed(uwf: Uwf) -> None:
+    failed = uwf(
+        "run",
+        "escalate_case",
+        "--tenant",
+        "acme",
+        "--input",
+        '{"case_id": 999992, "priority": "P1"}',
+    )
+    execution_id = json.loads(failed.stdout)["id"]
+    assert failed.code == 1
+
+    cancel = uwf("executions", "cancel", execution_id)
+    replay = uwf("executions", "replay", execution_id)
+    succeeded_replay = uwf("executions", "replay", "--from-step", "nope", execution_id)
+
+    assert cancel.code == 1
+    assert "already ended (failed); nothing to cancel" in cancel.err
+    assert replay.code == 0
+    old, new = replay.stdout.strip().split(" -> ")
+    assert old == execution_id
+    listed = json.loads(uwf("executions", "list", "--json").stdout)
+    assert {e["id"]: e["status"] for e in listed}[new] == "queued"  # no worker here to run it
+    assert succeeded_replay.code == 1
+    assert "'nope' is not a step of 'escalate_case'" in succeeded_replay.err
+    assert uwf("executions", "list", "--dead", "--json").stdout.strip() == "[]"

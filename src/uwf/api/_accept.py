@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 import jsonschema
 
-from uwf.errors import InputValidationError, NotFoundError
+from uwf.errors import ConflictError, InputValidationError, NotFoundError
 from uwf.metadata import ConnectionSpec, MetadataBundle, WorkflowSpec
 from uwf.store import Execution, Store
 
-__all__ = ["accept_action", "find_connection", "tenant_metadata"]
+__all__ = [
+    "accept_action",
+    "cancel_execution",
+    "find_connection",
+    "replay_execution",
+    "tenant_metadata",
+]
 
 _validators: dict[tuple[int, str, str], Any] = {}
 
@@ -101,3 +108,95 @@ async def find_connection(
         )
         raise NotFoundError(f"no connection '{name}' (known: {', '.join(known) or 'none'})")
     return version, connection
+
+
+async def cancel_execution(store: Store, tenant: str, execution_id: str) -> Execution:
+    """Cancel an execution (at once, or before its next step if a worker is running it).
+
+    Raises:
+        NotFoundError: no such execution for this tenant.
+        ConflictError: it already ended.
+    """
+    current = await store.get_execution(execution_id, tenant=tenant)
+    if current is None:
+        raise NotFoundError(f"no execution '{execution_id}' for tenant '{tenant}'")
+    if current.is_final:
+        raise ConflictError(
+            f"execution {execution_id} already ended ({current.status}); nothing to cancel"
+        )
+    cancelled = await store.cancel(execution_id, tenant, "cancelled on request")
+    assert cancelled is not None
+    return cancelled
+
+
+async def replay_execution(
+    store: Store,
+    tenant: str,
+    execution_id: str,
+    *,
+    from_step: str | None = None,
+    current_metadata: bool = False,
+) -> Execution:
+    """A new execution with the same input, keeping the steps that already succeeded.
+
+    Without `from_step` it resumes: steps that succeeded (or were skipped) are not run again
+    (their outputs are copied), the rest run. With `from_step`, that step and every later one
+    run again. The metadata is the original version unless `current_metadata`.
+
+    Raises:
+        NotFoundError: no such execution for this tenant.
+        ConflictError: it has not ended, or it succeeded (replaying could write twice).
+        InputValidationError: `from_step` is not a step of the workflow, or a step before it
+            did not succeed.
+    """
+    original = await store.get_execution(execution_id, tenant=tenant)
+    if original is None:
+        raise NotFoundError(f"no execution '{execution_id}' for tenant '{tenant}'")
+    if not original.is_final or original.status == "succeeded":
+        raise ConflictError(
+            f"execution {execution_id} is {original.status}; only failed, dead or cancelled "
+            "executions can be replayed"
+        )
+    if current_metadata:
+        version, bundle = await tenant_metadata(store, tenant)
+    else:
+        version = original.metadata_version
+        found = await store.metadata(version)
+        if found is None:
+            raise NotFoundError(f"metadata version {version} no longer exists")
+        bundle = found
+    workflow = bundle.workflow(tenant, original.workflow)
+    if workflow is None:
+        raise InputValidationError(
+            f"workflow '{original.workflow}' is not in metadata version {version}"
+        )
+    step_ids = [s.id for s in workflow.steps]
+    if from_step is not None and from_step not in step_ids:
+        raise InputValidationError(
+            f"'{from_step}' is not a step of '{workflow.name}' (steps: {', '.join(step_ids)})",
+            errors=[{"path": "/from_step", "message": "unknown step"}],
+        )
+    done = {
+        r.step_id: r
+        for r in await store.step_runs(execution_id)
+        if r.status in ("succeeded", "skipped")
+    }
+    keep = step_ids[: step_ids.index(from_step)] if from_step else step_ids
+    if from_step is not None:
+        missing = [s for s in keep if s not in done]
+        if missing:
+            raise InputValidationError(
+                f"step '{missing[0]}' before '{from_step}' did not succeed; replay from "
+                f"'{missing[0]}' or earlier",
+                errors=[{"path": "/from_step", "message": "earlier step not done"}],
+            )
+    ledger = [replace(done[s], position=step_ids.index(s)) for s in keep if s in done]
+    created, _ = await store.create_execution(
+        tenant=tenant,
+        workflow=original.workflow,
+        metadata_version=version,
+        input=original.input,
+        replay_of=original.id,
+        ledger=ledger,
+    )
+    return created

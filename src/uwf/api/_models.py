@@ -55,6 +55,8 @@ class ExecutionSummary(BaseModel):
 
 
 class ExecutionView(ExecutionSummary):
+    cancel_requested: bool
+    replay_of: str | None
     input: dict[str, Any]
     output: Any
     steps: list[StepView]
@@ -64,6 +66,19 @@ class ExecutionView(ExecutionSummary):
 class ExecutionPage(BaseModel):
     items: list[ExecutionSummary]
     next_cursor: str | None
+
+
+class ReplayRequest(BaseModel):
+    """Replay a failed, dead or cancelled execution as a new one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_step: str | None = Field(
+        default=None,
+        description="Run this step and every later one again; default: resume, keeping every "
+        "step that succeeded",
+    )
+    metadata_version: Literal["original", "current"] = "original"
 
 
 class WorkflowView(BaseModel):

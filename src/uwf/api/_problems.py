@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from uwf.errors import (
     ConflictError,
+    IdempotencyKeyReusedError,
     InputValidationError,
     MetadataError,
     NotFoundError,
@@ -133,10 +134,12 @@ def install_problem_handlers(app: FastAPI) -> None:
             )
         if isinstance(exc, NotFoundError):
             return problem(404, "not-found", "Not found", exc.message, instance=path)
-        if isinstance(exc, ConflictError):
+        if isinstance(exc, IdempotencyKeyReusedError):
             return problem(
                 422, "idempotency-key-reused", "Idempotency-Key reused", exc.message, instance=path
             )
+        if isinstance(exc, ConflictError):
+            return problem(409, "conflict", "Conflict", exc.message, instance=path)
         if isinstance(exc, MetadataError):
             return problem(
                 422,

@@ -11,7 +11,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from uwf.api._accept import accept_action, find_connection, tenant_metadata
+from uwf.api._accept import (
+    accept_action,
+    cancel_execution,
+    find_connection,
+    replay_execution,
+    tenant_metadata,
+)
 from uwf.api._models import (
     ActionRequest,
     ConnectionTest,
@@ -20,6 +26,7 @@ from uwf.api._models import (
     ExecutionStatus,
     ExecutionView,
     Health,
+    ReplayRequest,
     WorkflowView,
 )
 from uwf.api._problems import ProblemError
@@ -153,6 +160,57 @@ async def get_execution(tenant: str, execution_id: str, service: ServiceDep) -> 
     )
     if execution is None:
         raise NotFoundError(f"no execution '{execution_id}' for tenant '{tenant}'")
+    return await execution_view(service.store, execution)
+
+
+@router.post(
+    "/v1/tenants/{tenant}/executions/{execution_id}/cancel",
+    response_model=ExecutionView,
+    dependencies=[Authenticated],
+    tags=["executions"],
+    responses={409: {"description": "The execution already ended"}},
+)
+async def cancel(tenant: str, execution_id: str, service: ServiceDep) -> ExecutionView:
+    """Cancel: at once if no worker holds it, else before its next step (`cancel_requested`).
+
+    Steps already done stay done; nothing more is sent to the CRM.
+    """
+    execution = await cancel_execution(service.store, tenant, execution_id)
+    if not execution.is_final and service.executor is not None:
+        execution = await service.executor.wait_for(execution.id, 5) or execution
+    return await execution_view(service.store, execution)
+
+
+@router.post(
+    "/v1/tenants/{tenant}/executions/{execution_id}/replay",
+    response_model=ExecutionView,
+    status_code=202,
+    dependencies=[Authenticated],
+    tags=["executions"],
+    responses={409: {"description": "Only failed, dead or cancelled executions replay"}},
+)
+async def replay(
+    tenant: str,
+    execution_id: str,
+    response: Response,
+    service: ServiceDep,
+    body: ReplayRequest | None = None,
+) -> ExecutionView:
+    """Run a failed, dead or cancelled execution again, as a new execution with the same input.
+
+    Steps that succeeded are kept (not sent again) unless `from_step` says where to restart.
+    """
+    request = body or ReplayRequest()
+    execution = await replay_execution(
+        service.store,
+        tenant,
+        execution_id,
+        from_step=request.from_step,
+        current_metadata=request.metadata_version == "current",
+    )
+    if service.executor is not None:
+        service.executor.wake()
+    response.headers["Location"] = f"/v1/tenants/{tenant}/executions/{execution.id}"
     return await execution_view(service.store, execution)
 
 

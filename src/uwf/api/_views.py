@@ -36,6 +36,8 @@ async def execution_view(store: Store, execution: Execution) -> ExecutionView:
     steps = [_step_view(s.id, s.type, runs.get(s.id)) for s in (workflow.steps if workflow else [])]
     return ExecutionView(
         **_summary_fields(execution),
+        cancel_requested=execution.cancel_requested,
+        replay_of=execution.replay_of,
         input=execution.input,
         output=execution.output,
         steps=steps,

@@ -54,10 +54,21 @@ class Interpreter:
         self._store = store
         self._runtime = runtime
         self._targets = targets
+        self._cancel_requested: set[str] = set()
+
+    async def _save(self, execution_id: str, owner: str, run: StepRun) -> None:
+        """Write the ledger entry; note a cancellation someone asked for meanwhile."""
+        if await self._store.save_step(execution_id, owner, run):
+            self._cancel_requested.add(execution_id)
 
     async def run(self, execution: Execution, owner: str) -> str:
         """Advance `execution` as far as it goes now; returns its status afterwards."""
-        outcome = await self._advance(execution, owner)
+        if execution.cancel_requested:
+            self._cancel_requested.add(execution.id)
+        try:
+            outcome = await self._advance(execution, owner)
+        finally:
+            self._cancel_requested.discard(execution.id)
         if outcome.status == "rescheduled":
             return "running"
         await self._store.finish(
@@ -93,6 +104,16 @@ class Interpreter:
             if run is not None and run.status in ("succeeded", "skipped"):
                 context["steps"][step.id] = run.output
                 continue
+            if execution.id in self._cancel_requested:
+                # Between steps: what was done stays done and is shown; nothing more is sent.
+                return _Outcome(
+                    "cancelled",
+                    error={
+                        "type": "cancelled",
+                        "step": step.id,
+                        "message": f"cancelled on request before step '{step.id}'",
+                    },
+                )
             outcome = await self._step(
                 execution, owner, bundle, workflow, step, position, run, context, value_maps
             )
@@ -134,13 +155,13 @@ class Interpreter:
                 _compiled_expression(step.when).evaluate(context, value_maps)
             ):
                 run.status, run.finished_at, run.output = "skipped", utcnow(), None
-                await self._store.save_step(execution.id, owner, run)
+                await self._save(execution.id, owner, run)
                 context["steps"][step.id] = None
                 return None
             inputs = self._inputs(step, context, value_maps)
         except ExpressionError as exc:
             run.status, run.error, run.finished_at = "failed", _error(exc), utcnow()
-            await self._store.save_step(execution.id, owner, run)
+            await self._save(execution.id, owner, run)
             return fail("failed", "expression", exc.message)
 
         conn_name = step.connection or workflow.connection
@@ -155,7 +176,7 @@ class Interpreter:
                 )
         except UwfError as exc:
             run.status, run.error, run.finished_at = "failed", _error(exc), utcnow()
-            await self._store.save_step(execution.id, owner, run)
+            await self._save(execution.id, owner, run)
             return fail("failed", "connection", exc.message, connection=conn_name)
 
         obj = target.spec.objects[step.object]
@@ -172,7 +193,7 @@ class Interpreter:
                 return found
             if found is not None:
                 self._done(run, context, step, canonical(found), inputs)
-                await self._store.save_step(execution.id, owner, run)
+                await self._save(execution.id, owner, run)
                 return None
 
         retry = step.retry or connection.retry
@@ -185,14 +206,14 @@ class Interpreter:
             "inputs": redact(inputs, target.auth.secrets),
         }
         run.started_at = run.started_at or utcnow()
-        await self._store.save_step(execution.id, owner, run)
+        await self._save(execution.id, owner, run)
         try:
             result = await self._runtime.call(target, operation, op_context, value_maps)
         except RetryableError as exc:
             self._record_failure(run, exc)
             if run.attempts >= retry.max_attempts:
                 run.status = "failed"
-                await self._store.save_step(execution.id, owner, run)
+                await self._save(execution.id, owner, run)
                 return fail(
                     "dead",
                     "retries_exhausted",
@@ -200,7 +221,7 @@ class Interpreter:
                     status=exc.status,
                 )
             run.status = "retrying"
-            await self._store.save_step(execution.id, owner, run)
+            await self._save(execution.id, owner, run)
             delay = _backoff(retry, run.attempts, exc.retry_after)
             await self._store.reschedule(
                 execution.id,
@@ -217,7 +238,7 @@ class Interpreter:
         except OutcomeUnknownError as exc:
             self._record_failure(run, exc)
             run.status = "outcome_unknown"
-            await self._store.save_step(execution.id, owner, run)
+            await self._save(execution.id, owner, run)
             if operation.verify is not None and run.attempts < retry.max_attempts:
                 delay = _backoff(retry, run.attempts, None)
                 await self._store.reschedule(
@@ -236,7 +257,7 @@ class Interpreter:
         except ConnectorError as exc:
             self._record_failure(run, exc)
             run.status = "failed"
-            await self._store.save_step(execution.id, owner, run)
+            await self._save(execution.id, owner, run)
             return fail("failed", "crm_error", exc.message, status=exc.status)
 
         run.request, run.response = result.request, result.response
@@ -244,9 +265,9 @@ class Interpreter:
             self._done(run, context, step, canonical(result.result), inputs)
         except UwfError as exc:
             run.status, run.error, run.finished_at = "failed", _error(exc), utcnow()
-            await self._store.save_step(execution.id, owner, run)
+            await self._save(execution.id, owner, run)
             return fail("failed", "result", exc.message)
-        await self._store.save_step(execution.id, owner, run)
+        await self._save(execution.id, owner, run)
         return None
 
     async def _verify(
@@ -266,7 +287,7 @@ class Interpreter:
                 "message": "the request may have been sent before a crash, and "
                 f"{target.spec.name} offers no way to check; not re-sent",
             }
-            await self._store.save_step(execution.id, owner, run)
+            await self._save(execution.id, owner, run)
             return _Outcome("dead", error={**run.error, "step": run.step_id})
         try:
             found, record = await self._runtime.verify(target, operation.verify, op_context)

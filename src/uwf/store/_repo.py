@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from uwf.errors import ConflictError
+from uwf.errors import IdempotencyKeyReusedError
 from uwf.metadata import MetadataBundle
 from uwf.store._db import create_engine, new_id, upgrade, utcnow
 from uwf.store._tables import (
@@ -43,6 +43,8 @@ class Execution:
     due_at: datetime
     lease_owner: str | None
     claims: int
+    cancel_requested: bool
+    replay_of: str | None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -184,6 +186,8 @@ class Store:
         input: dict[str, Any],
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        replay_of: str | None = None,
+        ledger: list[StepRun] | None = None,
     ) -> tuple[Execution, bool]:
         """Persist a queued execution. With an idempotency key, a repeat returns the first one.
 
@@ -202,6 +206,8 @@ class Store:
             "idempotency_key": idempotency_key,
             "due_at": now,
             "claims": 0,
+            "cancel_requested": False,
+            "replay_of": replay_of,
             "created_at": now,
             "updated_at": now,
         }
@@ -212,6 +218,10 @@ class Store:
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(sa.insert(executions).values(values))
+                for run in ledger or []:
+                    await conn.execute(
+                        sa.insert(step_runs).values(execution_id=execution_id, **run.values())
+                    )
                 if idempotency_key is not None:
                     await conn.execute(
                         sa.insert(idempotency_keys).values(
@@ -248,7 +258,7 @@ class Store:
         if row is None:
             return None
         if row.request_hash != (request_hash or ""):
-            raise ConflictError(
+            raise IdempotencyKeyReusedError(
                 f"Idempotency-Key '{key}' was already used with a different request "
                 f"(execution {row.execution_id}); use a new key for a new request",
                 execution_id=row.execution_id,
@@ -355,10 +365,13 @@ class Store:
             )
             return [StepRun.from_row(r) for r in rows]
 
-    async def save_step(self, execution_id: str, owner: str, run: StepRun) -> None:
-        """Write a ledger entry, fenced by the lease: a worker that lost it writes nothing."""
+    async def save_step(self, execution_id: str, owner: str, run: StepRun) -> bool:
+        """Write a ledger entry, fenced by the lease: a worker that lost it writes nothing.
+
+        Returns whether someone asked for the execution to be cancelled.
+        """
         async with self.engine.begin() as conn:
-            await self._fence(conn, execution_id, owner)
+            cancel = await self._fence(conn, execution_id, owner)
             values = run.values()
             updated = await conn.execute(
                 sa.update(step_runs)
@@ -370,6 +383,7 @@ class Store:
             )
             if updated.rowcount == 0:
                 await conn.execute(sa.insert(step_runs).values(execution_id=execution_id, **values))
+        return cancel
 
     async def reschedule(
         self, execution_id: str, owner: str, due_at: datetime, error: dict[str, Any] | None
@@ -416,8 +430,53 @@ class Store:
                 )
             )
 
+    async def cancel(self, execution_id: str, tenant: str, reason: str) -> Execution | None:
+        """Cancel now if nobody is running it, else ask its worker to stop before the next step.
+
+        Returns the execution afterwards (None if it does not exist for this tenant). A final
+        execution is returned unchanged.
+        """
+        now = utcnow()
+        error = {"type": "cancelled", "message": reason}
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.update(executions)
+                .where(
+                    executions.c.id == execution_id,
+                    executions.c.tenant == tenant,
+                    sa.or_(
+                        executions.c.status == "queued",
+                        sa.and_(
+                            executions.c.status == "running",
+                            sa.or_(
+                                executions.c.lease_owner.is_(None),
+                                executions.c.lease_expires_at < now,
+                            ),
+                        ),
+                    ),
+                )
+                .values(
+                    status="cancelled",
+                    error=error,
+                    finished_at=now,
+                    updated_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+            await conn.execute(
+                sa.update(executions)
+                .where(
+                    executions.c.id == execution_id,
+                    executions.c.tenant == tenant,
+                    executions.c.status == "running",
+                )
+                .values(cancel_requested=True, updated_at=now)
+            )
+        return await self.get_execution(execution_id, tenant=tenant)
+
     @staticmethod
-    async def _fence(conn: AsyncConnection, execution_id: str, owner: str) -> None:
+    async def _fence(conn: AsyncConnection, execution_id: str, owner: str) -> bool:
         held = await conn.execute(
             sa.update(executions)
             .where(
@@ -426,6 +485,9 @@ class Store:
                 executions.c.status == "running",
             )
             .values(updated_at=utcnow())
+            .returning(executions.c.cancel_requested)
         )
-        if held.rowcount != 1:
+        row = held.first()
+        if row is None:
             raise LeaseLostError(f"lease on execution {execution_id} is no longer held by {owner}")
+        return bool(row.cancel_requested)
