@@ -61,7 +61,7 @@ class Service:
 
     async def stop(self) -> None:
         if self.executor is not None:
-            await self.executor.stop()
+            await self.executor.stop(self.settings.drain_seconds)
         await self.store.close()
 
 

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=16, ge=1, le=1024)
     lease_seconds: float = Field(default=30.0, gt=1)
     poll_interval: float = Field(default=0.5, gt=0)
+    drain_seconds: float = Field(
+        default=10.0, ge=0, description="On shutdown, how long running executions may finish"
+    )
     log_level: str = "info"
 
     @cached_property

@@ -89,11 +89,18 @@ class Executor:
         self._wake.set()
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=drain_seconds)
+        unfinished = list(self._inflight)
         for task in [*self._inflight.values(), *self._loops]:
             task.cancel()
         for task in [*self._inflight.values(), *self._loops]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if unfinished:
+            # Hand them over now rather than when the leases expire. A step cut short stays
+            # `sending` in the ledger, so the next worker checks before sending it again.
+            with contextlib.suppress(Exception):
+                await self.store.release(self.owner, unfinished)
+            log.info("released unfinished executions", count=len(unfinished))
         await self.runtime.close()
         log.info("worker stopped", owner=self.owner)
 

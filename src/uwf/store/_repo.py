@@ -356,6 +356,20 @@ class Store:
             )
             return {r.id for r in rows}
 
+    async def release(self, owner: str, ids: list[str]) -> None:
+        """Give up the leases on `ids` (a worker shutting down): due again at once."""
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.update(executions)
+                .where(
+                    executions.c.id.in_(ids),
+                    executions.c.lease_owner == owner,
+                    executions.c.status == "running",
+                )
+                .values(lease_owner=None, lease_expires_at=None, due_at=now, updated_at=now)
+            )
+
     async def step_runs(self, execution_id: str) -> list[StepRun]:
         async with self.engine.connect() as conn:
             rows = await conn.execute(
