@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from uwf.mapping import ValueMap
 from uwf.connectors import ConnectorSpec, builtin_connectors
+from uwf.mapping import ValueMap
 from uwf.metadata._models import (
     ConnectionSpec,
     ConnectorDocument,
