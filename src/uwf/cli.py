@@ -213,6 +213,61 @@ def metadata_export(
     err.print(f"wrote version {number} to {out} ({len(files)} file(s))")
 
 
+@metadata_app.command("versions")
+def metadata_versions() -> None:
+    """List the stored metadata versions (the last one is active)."""
+    from uwf.store import Store
+
+    async def go() -> list[dict[str, Any]]:
+        store = await Store.open(Settings().resolved_database_url)
+        try:
+            return await store.metadata_versions()
+        finally:
+            await store.close()
+
+    for row in _run(go):
+        created = row["created_at"].isoformat(timespec="seconds")
+        sys.stdout.write(f"{row['version']:>4}  {created}  {row['digest'][:12]}  {row['source']}\n")
+
+
+@metadata_app.command("diff")
+def metadata_diff(
+    old: Annotated[int, typer.Argument(help="A version number")],
+    new: Annotated[int, typer.Argument(help="A later version number")],
+) -> None:
+    """Show what changed between two stored metadata versions (a unified diff of their YAML)."""
+    import difflib
+
+    from uwf.store import Store
+
+    async def go() -> tuple[str, str]:
+        store = await Store.open(Settings().resolved_database_url)
+        try:
+            texts = []
+            for version in (old, new):
+                bundle = await store.metadata(version)
+                if bundle is None:
+                    raise UwfError(f"no metadata version {version}")
+                texts.append(
+                    yaml.safe_dump_all(
+                        bundle.to_document()["documents"], sort_keys=False, allow_unicode=True
+                    )
+                )
+            return texts[0], texts[1]
+        finally:
+            await store.close()
+
+    before, after = _run(go)
+    sys.stdout.writelines(
+        difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            fromfile=f"version {old}",
+            tofile=f"version {new}",
+        )
+    )
+
+
 @metadata_app.command("schema")
 def metadata_schema() -> None:
     """Print the JSON Schema of a metadata document (for editors and CI)."""

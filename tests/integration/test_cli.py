@@ -476,3 +476,20 @@ def test_dead_letters_are_listed_and_replayed(uwf: Uwf) -> None:
     assert succeeded_replay.code == 1
     assert "'nope' is not a step of 'escalate_case'" in succeeded_replay.err
     assert uwf("executions", "list", "--dead", "--json").stdout.strip() == "[]"
+
+
+def test_versions_are_listed_and_diffed(uwf: Uwf, metadata: Path) -> None:
+    assert uwf("metadata", "apply", str(metadata)).code == 0
+    replace_once(metadata / "acme-zendesk.yaml", "P4: low", "P4: normal")
+    assert uwf("metadata", "apply", str(metadata)).code == 0
+
+    versions = uwf("metadata", "versions")
+    diff = uwf("metadata", "diff", "1", "2")
+    missing = uwf("metadata", "diff", "1", "9")
+
+    assert [line.split()[0] for line in versions.stdout.splitlines()] == ["1", "2"]
+    assert diff.code == 0
+    assert "--- version 1\n+++ version 2\n" in diff.stdout
+    assert "-  P4: low\n+  P4: normal\n" in diff.stdout
+    assert missing.code == 1
+    assert "no metadata version 9" in missing.err
