@@ -27,35 +27,13 @@ from uwf.sandboxes._common import Json, utc_iso
 from uwf.sandboxes._store import get_meta, next_id
 
 __all__ = [
-    "ADMIN_EMAIL",
-    "AGENTS",
-    "CONTACTS",
-    "CUSTOM_FIELDS",
-    "DOMAIN",
-    "GROUPS",
-    "PRIORITIES",
-    "QUICKSTART_TICKET",
-    "SCHEMA",
-    "STATUSES",
-    "TYPES",
-    "FreshdeskError",
-    "agent_json",
-    "contact_json",
-    "error",
-    "hash_secret",
-    "insert_note",
-    "make_credentials",
-    "note_json",
-    "plain_text",
-    "request_error",
-    "seed",
-    "ticket_fields_json",
-    "ticket_json",
-    "ticket_row",
-    "validate_note",
-    "validate_ticket",
+    "ADMIN_EMAIL", "AGENTS", "CONTACTS", "CUSTOM_FIELDS", "DOMAIN", "GROUPS", "PRIORITIES",
+    "QUICKSTART_TICKET", "SCHEMA", "STATUSES", "TYPES", "FreshdeskError", "agent_json", "as_html",
+    "contact_json", "error", "hash_secret", "insert_note", "insert_ticket", "invalid_field",
+    "make_credentials", "matches", "note_json", "parse_query", "plain_text", "request_error",
+    "seed", "ticket_fields_json", "ticket_json", "ticket_row", "validate_note", "validate_ticket",
     "validation_failed",
-]
+]  # fmt: skip
 
 DOMAIN = "uwf-sandbox.freshdesk.com"
 ADMIN_EMAIL = "admin@uwf-sandbox.test"
@@ -80,14 +58,8 @@ STATUSES = {
     5: ("Closed", "This ticket has been Closed"),
 }
 PRIORITIES = {1: "Low", 2: "Medium", 3: "High", 4: "Urgent"}
-SOURCES = {
-    1: "Email",
-    2: "Portal",
-    3: "Phone",
-    7: "Chat",
-    9: "Feedback Widget",
-    10: "Outbound Email",
-}
+SOURCES = {1: "Email", 2: "Portal", 3: "Phone", 7: "Chat", 9: "Feedback Widget",
+           10: "Outbound Email"}  # fmt: skip
 TYPES = ("Question", "Incident", "Problem", "Feature Request", "Refund")
 REGIONS = ("EMEA", "AMER", "APAC")
 # Custom ticket fields: name -> (id, type, label, choices). `cf_uwf_step_key` is the text field
@@ -152,9 +124,8 @@ def error(field: str, message: str, code: str = "invalid_value") -> Json:
 
 
 def validation_failed(errors: list[Json]) -> FreshdeskError:
-    """400 (409 when every error is a duplicate) listing every invalid field."""
-    status = 409 if errors and all(e["code"] == "duplicate_value" for e in errors) else 400
-    return FreshdeskError(status, {"description": "Validation failed", "errors": errors})
+    """400 listing every invalid field (Freshdesk's 409 ``duplicate_value`` has no case here)."""
+    return FreshdeskError(400, {"description": "Validation failed", "errors": errors})
 
 
 def request_error(status: int, code: str, message: str) -> FreshdeskError:
@@ -174,10 +145,8 @@ def _type_name(value: Any) -> str:
 
 def mismatch(field: str, value: Any, expected: str) -> Json:
     """``datatype_mismatch`` as Freshdesk words it (input_received + datatype_mismatch)."""
-    given = _type_name(value)
-    return error(
-        field, f"Value set is of type {given}.It should be a/an {expected}", "datatype_mismatch"
-    )
+    message = f"Value set is of type {_type_name(value)}.It should be a/an {expected}"
+    return error(field, message, "datatype_mismatch")
 
 
 def not_included(field: str, allowed: Any) -> Json:
@@ -595,3 +564,113 @@ def validate_note(conn: sqlite3.Connection, body: Json, caller_id: int) -> tuple
     if errors:
         raise validation_failed(errors)
     return as_html(str(text)), bool(private), int(author or caller_id)
+
+
+# --------------------------------------------------------------------------- filter tickets
+
+_QUERY_FORMAT = (
+    "Given query is invalid, expected format \"keyword:value  OPERATOR keyword:'string' "
+    "OPERATOR keyword:>'yyyy-mm-dd' OPERATOR keyword:<integer\". Space is mandatory between "
+    "key/value pair and operator. Please check the paranthesis if there are any."
+)
+_TOKEN = re.compile(
+    r"\s*(?:(?P<open>\()|(?P<close>\))|(?P<op>AND|OR)(?=[\s(])|(?P<field>[A-Za-z_]\w*):"
+    r"(?P<rel>[<>]?)(?:'(?P<str>[^']*)'|(?P<num>-?\d+)|(?P<word>null|true|false)))"
+)
+_NUMERIC = {"agent_id": "responder_id", "group_id": "group_id", "priority": "priority",
+            "status": "status"}  # fmt: skip
+_DATES = ("created_at", "updated_at", "due_by", "fr_due_by")
+
+
+def parse_query(raw: str) -> Any:
+    """``"a:1 AND (b:'x' OR c:null)"`` to ``("or", [("and", [("is", field, rel, value)…])…])``.
+
+    AND binds tighter than OR; parentheses group.
+    """
+    if len(raw) > 512:
+        message = f"Has {len(raw)} characters, it can have maximum of 512 characters"
+        raise validation_failed([error("query", message)])
+    bad = validation_failed([error("query", _QUERY_FORMAT)])
+    if len(raw) < 2 or raw[0] != '"' or raw[-1] != '"':
+        raise bad
+    tokens, text, pos = [], raw[1:-1], 0
+    while text[pos:].strip():
+        if (match := _TOKEN.match(text, pos)) is None:
+            raise bad
+        tokens.append(match)
+        pos = match.end()
+
+    def disjunction(i: int) -> tuple[Any, int]:
+        ors: list[Any] = []
+        ands: list[Any] = []
+        while True:
+            token = tokens[i] if i < len(tokens) else None
+            if token is not None and token["open"]:
+                node, i = disjunction(i + 1)
+                if i >= len(tokens) or not tokens[i]["close"]:
+                    raise bad
+            elif token is not None and token["field"]:
+                node = _condition(token)
+            else:
+                raise bad
+            ands.append(node)
+            i += 1
+            if i < len(tokens) and tokens[i]["op"]:
+                if tokens[i]["op"] == "OR":
+                    ors, ands = [*ors, ("and", ands)], []
+                i += 1
+                continue
+            return ("or", [*ors, ("and", ands)]), i
+
+    tree, end = disjunction(0)
+    if end != len(tokens):
+        raise bad
+    return tree
+
+
+def _condition(token: re.Match[str]) -> tuple[str, str, str, Any]:
+    """One ``field:value`` of a query; unknown fields and wrongly typed values are refused."""
+    field, rel, value = token["field"], token["rel"], token["str"]
+    if token["num"] is not None:
+        value = int(token["num"])
+    elif token["word"] is not None:
+        value = {"null": None, "true": True, "false": False}[token["word"]]
+    if field not in {*_NUMERIC, *_DATES, "tag", "type", *CUSTOM_FIELDS}:
+        raise validation_failed([invalid_field(field)])
+    if field in _NUMERIC and not (value is None or isinstance(value, int)):
+        raise validation_failed([error(field, "It should be a/an Integer", "datatype_mismatch")])
+    if field in _DATES and not re.fullmatch(r"\d{4}-\d\d-\d\d", str(value)):
+        raise validation_failed(
+            [error(field, "It should be a valid date in the 'yyyy-mm-dd' format")]
+        )
+    if rel and field not in {*_NUMERIC, *_DATES}:
+        raise validation_failed([error("query", _QUERY_FORMAT)])
+    return ("is", field, rel, value)
+
+
+def matches(node: Any, row: Mapping[str, Any]) -> bool:
+    """Whether a ``tickets`` row satisfies a parsed query."""
+    kind = node[0]
+    if kind == "or":
+        return any(matches(child, row) for child in node[1])
+    if kind == "and":
+        return all(matches(child, row) for child in node[1])
+    _, field, rel, value = node
+    if field == "tag":
+        tags = [t.casefold() for t in json.loads(row["tags"])]
+        return not tags if value is None else str(value).casefold() in tags
+    if field in _NUMERIC:
+        found = row[_NUMERIC[field]]
+    elif field in _DATES:
+        found = str(row[field])[:10]
+    elif field == "type":
+        found = row["type"]
+    else:
+        found = json.loads(row["custom_fields"]).get(field)
+    if value is None or found is None:
+        return value is None and found is None and not rel
+    if rel:
+        return bool(found >= value if rel == ">" else found <= value)
+    if isinstance(found, str) and isinstance(value, str):
+        return found.casefold() == value.casefold()
+    return bool(found == value)

@@ -1,0 +1,221 @@
+"""Hooli's `escalate_case` through the executor against the Freshdesk sandbox over loopback.
+
+The workflow is acme's, word for word; only the connection (Freshdesk) and the `case_priority`
+value map (integers) differ. Every outcome is checked through Freshdesk's own API.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import EXAMPLES
+from tests.sandbox_server import RunningSandbox, serve_sandbox
+from uwf.metadata import load_directory
+from uwf.service import make_executor
+from uwf.settings import Settings
+from uwf.store import Execution, Store
+
+BOB = 43000000003
+NOTE_ONLY = """
+kind: workflow
+name: note_only
+tenant: hooli
+connection: hooli-freshdesk
+input_schema: {type: object, required: [case_id, text]}
+steps:
+  - id: note
+    type: add_comment
+    object: case
+    record_id: "{{ input.case_id }}"
+    body: "{{ input.text }}"
+"""
+OPEN_CASE = """
+kind: workflow
+name: open_case
+tenant: hooli
+connection: hooli-freshdesk
+input_schema: {type: object, required: [subject, text, email]}
+steps:
+  - id: ticket
+    type: create_record
+    object: case
+    fields:
+      subject: "{{ input.subject }}"
+      description: "{{ input.text }}"
+      email: "{{ input.email }}"
+      priority: "{{ value_map('case_priority', input.priority) }}"
+output:
+  ticket_id: "{{ steps.ticket.id }}"
+"""
+FAST_RETRIES = """timeout_seconds: 5
+retry:
+  max_attempts: 3
+  initial_delay_seconds: 0.05
+  max_delay_seconds: 0.3
+"""
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
+    with serve_sandbox(tmp_path / "home", "freshdesk") as running:
+        yield running
+
+
+@pytest.fixture
+def metadata_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "metadata"
+    shutil.copytree(EXAMPLES, directory)
+    hooli = directory / "hooli.yaml"
+    text = hooli.read_text()
+    assert "timeout_seconds: 20\n" in text
+    # P4 → 7 is not a Freshdesk priority: it makes the CRM refuse the update (a 400).
+    text = text.replace("timeout_seconds: 20\n", FAST_RETRIES).replace("P4: 1\n", "P4: 7\n")
+    hooli.write_text(text)
+    (directory / "hooli_note_only.yaml").write_text(NOTE_ONLY)
+    (directory / "hooli_open_case.yaml").write_text(OPEN_CASE)
+    return directory
+
+
+class Harness:
+    """The executor, the Pipe DB and a client of Freshdesk's own API."""
+
+    def __init__(self, store: Store, settings: Settings, sandbox: RunningSandbox) -> None:
+        self.store = store
+        self.sandbox = sandbox
+        self.executor = make_executor(settings, store, sandbox.url.rsplit("/", 1)[0])
+        self.version = 0
+
+    async def run(self, workflow: str, data: dict[str, Any]) -> Execution:
+        execution, _ = await self.store.create_execution(
+            tenant="hooli", workflow=workflow, metadata_version=self.version, input=data
+        )
+        await self.executor.run_until_idle(30)
+        final = await self.store.get_execution(execution.id)
+        assert final is not None
+        return final
+
+    def freshdesk(self) -> httpx.Client:
+        auth = httpx.BasicAuth(self.sandbox.credentials["api_key"], "X")
+        return httpx.Client(base_url=f"{self.sandbox.url}/api/v2", auth=auth, timeout=10)
+
+    def notes(self, ticket: int, text: str) -> list[dict[str, Any]]:
+        with self.freshdesk() as client:
+            listed = client.get(f"/tickets/{ticket}/conversations").json()
+        return [n for n in listed if n["body_text"] == text]
+
+
+@pytest.fixture
+async def harness(
+    database_url: str, sandbox: RunningSandbox, metadata_dir: Path
+) -> AsyncIterator[Harness]:
+    store = await Store.open(database_url)
+    settings = Settings(home=sandbox.home, poll_interval=0.05, lease_seconds=2)
+    h = Harness(store, settings, sandbox)
+    h.version, _ = await store.apply_metadata(load_directory(metadata_dir), "test")
+    try:
+        yield h
+    finally:
+        await h.executor.runtime.close()
+        await store.close()
+
+
+def test_hoolis_workflow_is_acmes_but_for_tenant_and_connection() -> None:
+    def workflow(tenant: str) -> dict[str, Any]:
+        docs = [
+            doc
+            for file in EXAMPLES.rglob("*.yaml")
+            for doc in yaml.safe_load_all(file.read_text(encoding="utf-8"))
+            if doc and doc.get("kind") == "workflow" and doc.get("tenant") == tenant
+        ]
+        [found] = [d for d in docs if d["name"] == "escalate_case"]
+        return {k: v for k, v in found.items() if k not in ("tenant", "connection")}
+
+    assert workflow("hooli") == workflow("acme")
+
+
+async def test_escalation_lands_in_freshdesk(harness: Harness) -> None:
+    data = {"case_id": 1123, "priority": "P1", "owner_email": "bob@acme.test", "reason": "churn"}
+    execution = await harness.run("escalate_case", data)
+
+    assert execution.status == "succeeded", execution.error
+    assert execution.output == {"case_id": 1123, "priority": 4, "owner_id": BOB}
+    runs = await harness.store.step_runs(execution.id)
+    assert [(r.step_id, r.status, r.attempts) for r in runs] == [
+        ("owner", "succeeded", 1),
+        ("set_priority", "succeeded", 1),
+        ("reassign", "succeeded", 1),
+        ("note", "succeeded", 1),
+    ]
+    assert runs[2].request is not None
+    assert runs[2].request["body"] == {"responder_id": BOB}
+    assert runs[1].response is not None
+    assert runs[1].response["headers"]["X-RateLimit-Remaining"].isdigit()
+    with harness.freshdesk() as client:
+        ticket = client.get("/tickets/1123").json()
+        notes = client.get("/tickets/1123/conversations").json()
+    assert (ticket["priority"], ticket["responder_id"]) == (4, BOB)
+    assert [(n["body_text"], n["private"]) for n in notes] == [("Escalated: churn", True)]
+
+
+async def test_connection_check_reads_freshdesks_rate_limit_headers(harness: Harness) -> None:
+    bundle = await harness.store.metadata(harness.version)
+    assert bundle is not None
+    report = await harness.executor.probe(harness.version, bundle.connections["hooli-freshdesk"])
+    assert report["ok"] is True, report
+    assert report["status"] == 200
+    assert report["rate_limit"]["limit"] == "400"
+    assert report["rate_limit"]["remaining"].isdigit()
+
+
+async def test_lost_note_response_is_verified_not_written_twice(harness: Harness) -> None:
+    harness.sandbox.control(drop_after_write_rate=1.0)
+    execution = await harness.run("note_only", {"case_id": 1124, "text": "lost response"})
+    assert harness.sandbox.stats()["dropped_after_write"] == 1
+    harness.sandbox.reset()
+
+    assert execution.status == "succeeded", execution.error
+    [run] = await harness.store.step_runs(execution.id)
+    assert run.attempts == 1
+    assert run.response is not None
+    assert run.response["verified"] is True
+    assert len(harness.notes(1124, "lost response")) == 1
+
+
+async def test_lost_create_response_is_found_by_its_step_key(harness: Harness) -> None:
+    data = {"subject": "Printer on fire", "text": "Smoke", "email": "ops@hooli.test"}
+    harness.sandbox.control(drop_after_write_rate=1.0)
+    execution = await harness.run("open_case", {**data, "priority": "P2"})
+    harness.sandbox.reset()
+
+    assert execution.status == "succeeded", execution.error
+    [run] = await harness.store.step_runs(execution.id)
+    assert run.response is not None
+    assert run.response["verified"] is True
+    query = f"\"cf_uwf_step_key:'{execution.id}:ticket'\""
+    with harness.freshdesk() as client:
+        found = client.get("/search/tickets", params={"query": query}).json()
+    assert found["total"] == 1
+    [ticket] = found["results"]
+    assert ticket["id"] == execution.output["ticket_id"]
+    assert (ticket["subject"], ticket["priority"]) == ("Printer on fire", 3)
+
+
+async def test_freshdesk_validation_error_fails_the_execution(harness: Harness) -> None:
+    data = {"case_id": 1125, "priority": "P4", "reason": "never written"}
+    execution = await harness.run("escalate_case", data)
+
+    assert execution.status == "failed"
+    assert execution.error is not None
+    assert execution.error["step"] == "set_priority"
+    assert execution.error["type"] == "crm_error"
+    assert "400" in execution.error["message"]
+    expected = "Validation failed: priority: It should be one of these values: '1,2,3,4'"
+    assert expected in execution.error["message"]
+    assert harness.notes(1125, "Escalated: never written") == []
