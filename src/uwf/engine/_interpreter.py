@@ -55,11 +55,18 @@ class Interpreter:
         self._runtime = runtime
         self._targets = targets
         self._cancel_requested: set[str] = set()
+        # Ledger entries that need no transaction of their own (skipped steps): they are
+        # written with the next entry, or with the execution's end.
+        self._pending: dict[str, list[StepRun]] = {}
 
     async def _save(self, execution_id: str, owner: str, run: StepRun) -> None:
         """Write the ledger entry; note a cancellation someone asked for meanwhile."""
-        if await self._store.save_step(execution_id, owner, run):
+        runs = [r for r in self._pending.pop(execution_id, []) if r is not run] + [run]
+        if await self._store.save_step(execution_id, owner, *runs):
             self._cancel_requested.add(execution_id)
+
+    def _defer(self, execution_id: str, run: StepRun) -> None:
+        self._pending.setdefault(execution_id, []).append(run)
 
     async def run(self, execution: Execution, owner: str) -> str:
         """Advance `execution` as far as it goes now; returns its status afterwards."""
@@ -67,14 +74,20 @@ class Interpreter:
             self._cancel_requested.add(execution.id)
         try:
             outcome = await self._advance(execution, owner)
+            if outcome.status == "rescheduled":
+                return "running"
+            await self._store.finish(
+                execution.id,
+                owner,
+                outcome.status,
+                output=outcome.output,
+                error=outcome.error,
+                runs=self._pending.pop(execution.id, []),
+            )
+            return outcome.status
         finally:
             self._cancel_requested.discard(execution.id)
-        if outcome.status == "rescheduled":
-            return "running"
-        await self._store.finish(
-            execution.id, owner, outcome.status, output=outcome.output, error=outcome.error
-        )
-        return outcome.status
+            self._pending.pop(execution.id, None)
 
     async def _advance(self, execution: Execution, owner: str) -> _Outcome:
         bundle = await self._store.metadata(execution.metadata_version)
@@ -155,7 +168,7 @@ class Interpreter:
                 _compiled_expression(step.when).evaluate(context, value_maps)
             ):
                 run.status, run.finished_at, run.output = "skipped", utcnow(), None
-                await self._save(execution.id, owner, run)
+                self._defer(execution.id, run)
                 context["steps"][step.id] = None
                 return None
             inputs = self._inputs(step, context, value_maps)
@@ -206,7 +219,11 @@ class Interpreter:
             "inputs": redact(inputs, target.auth.secrets),
         }
         run.started_at = run.started_at or utcnow()
-        await self._save(execution.id, owner, run)
+        if operation.is_idempotent:
+            # Sending it twice does no harm, so the ledger need not know it may have left.
+            self._defer(execution.id, run)
+        else:
+            await self._save(execution.id, owner, run)
         try:
             result = await self._runtime.call(target, operation, op_context, value_maps)
         except RetryableError as exc:

@@ -25,6 +25,18 @@ from uwf.store._tokens import TokenRepo
 __all__ = ["Execution", "LeaseLostError", "StepRun", "Store"]
 
 
+# Built once: constructing SQLAlchemy statements per call costs more than running them.
+_UPDATE_STEP = (
+    sa.update(step_runs)
+    .where(
+        step_runs.c.execution_id == sa.bindparam("b_execution_id"),
+        step_runs.c.step_id == sa.bindparam("b_step_id"),
+    )
+    .values({c.name: sa.bindparam(c.name) for c in step_runs.c if c.name != "execution_id"})
+)
+_INSERT_STEP = sa.insert(step_runs)
+
+
 class LeaseLostError(Exception):
     """This worker no longer holds the execution's lease; another one may be running it."""
 
@@ -379,32 +391,41 @@ class Store:
             )
             return [StepRun.from_row(r) for r in rows]
 
-    async def save_step(self, execution_id: str, owner: str, run: StepRun) -> bool:
-        """Write a ledger entry, fenced by the lease: a worker that lost it writes nothing.
+    async def save_step(self, execution_id: str, owner: str, *runs: StepRun) -> bool:
+        """Write ledger entries in one transaction, fenced by the lease.
 
-        Returns whether someone asked for the execution to be cancelled.
+        A worker that lost the lease writes nothing. Returns whether someone asked for the
+        execution to be cancelled.
         """
         async with self.engine.begin() as conn:
             cancel = await self._fence(conn, execution_id, owner)
-            values = run.values()
-            updated = await conn.execute(
-                sa.update(step_runs)
-                .where(
-                    step_runs.c.execution_id == execution_id,
-                    step_runs.c.step_id == run.step_id,
-                )
-                .values(values)
-            )
-            if updated.rowcount == 0:
-                await conn.execute(sa.insert(step_runs).values(execution_id=execution_id, **values))
+            await self._write_runs(conn, execution_id, runs)
         return cancel
 
+    @staticmethod
+    async def _write_runs(
+        conn: AsyncConnection, execution_id: str, runs: tuple[StepRun, ...] | list[StepRun]
+    ) -> None:
+        for run in runs:
+            values = run.values()
+            updated = await conn.execute(
+                _UPDATE_STEP, {**values, "b_execution_id": execution_id, "b_step_id": run.step_id}
+            )
+            if updated.rowcount == 0:
+                await conn.execute(_INSERT_STEP, {"execution_id": execution_id, **values})
+
     async def reschedule(
-        self, execution_id: str, owner: str, due_at: datetime, error: dict[str, Any] | None
+        self,
+        execution_id: str,
+        owner: str,
+        due_at: datetime,
+        error: dict[str, Any] | None,
+        runs: list[StepRun] | None = None,
     ) -> None:
         """Give the lease back until `due_at` (a retry later), keeping status `running`."""
         async with self.engine.begin() as conn:
             await self._fence(conn, execution_id, owner)
+            await self._write_runs(conn, execution_id, runs or [])
             await conn.execute(
                 sa.update(executions)
                 .where(executions.c.id == execution_id)
@@ -425,11 +446,13 @@ class Store:
         *,
         output: Any = None,
         error: dict[str, Any] | None = None,
+        runs: list[StepRun] | None = None,
     ) -> None:
         assert status in FINAL_STATUSES
         now = utcnow()
         async with self.engine.begin() as conn:
             await self._fence(conn, execution_id, owner)
+            await self._write_runs(conn, execution_id, runs or [])
             await conn.execute(
                 sa.update(executions)
                 .where(executions.c.id == execution_id)
