@@ -13,6 +13,7 @@ from uwf.connectors.spec import (
     AuthTemplateSpec,
     ConnectorSpec,
     ErrorSpec,
+    LimitsSpec,
     ObjectSpec,
     OperationSpec,
     RateLimitHeadersSpec,
@@ -29,6 +30,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     VerifySpec,
     ErrorSpec,
     RateLimitHeadersSpec,
+    LimitsSpec,
 )
 
 

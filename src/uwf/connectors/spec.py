@@ -33,6 +33,7 @@ __all__ = [
     "OPERATIONS",
     "ConnectorSpec",
     "ErrorSpec",
+    "LimitsSpec",
     "ObjectSpec",
     "OperationName",
     "OperationSpec",
@@ -188,7 +189,31 @@ class RateLimitHeadersSpec(_Spec):
     limit: str | None = Field(default=None, description="Header with the budget's size")
     remaining: str | None = Field(default=None, description="Header with what is left")
     reset: str | None = Field(default=None, description="Header with when it resets")
+    reset_format: Literal["seconds", "unix"] = Field(
+        default="seconds", description="`reset` is seconds from now, or a Unix time"
+    )
     retry_after: str = Field(default="Retry-After", description="Header saying when to retry")
+
+
+class LimitsSpec(_Spec):
+    """The budget UWF keeps to when calling one connection, across all its workers.
+
+    A connector gives defaults from the CRM's published limits; a connection may override
+    them (its plan may allow more or less).
+    """
+
+    requests: int | None = Field(default=None, ge=1, description="Requests per window")
+    window_seconds: float = Field(default=60, gt=0, le=86400, description="The window's length")
+    daily: int | None = Field(default=None, ge=1, description="Requests per UTC day")
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="Requests in flight at once, per worker process"
+    )
+    breaker_failures: int = Field(
+        default=5, ge=1, description="Consecutive failures that open the circuit breaker"
+    )
+    breaker_open_seconds: float = Field(
+        default=30, gt=0, description="How long an open breaker stops calls before a probe"
+    )
 
 
 class AuthTemplateSpec(_Spec):
@@ -232,6 +257,9 @@ class ConnectorSpec(_Spec):
     )
     rate_limit: RateLimitHeadersSpec = Field(
         default_factory=RateLimitHeadersSpec, description="Where the CRM reports its budget"
+    )
+    limits: LimitsSpec = Field(
+        default_factory=LimitsSpec, description="Default budget, from the CRM's published limits"
     )
     errors: ErrorSpec = Field(
         default_factory=ErrorSpec, description="How to read errors and which to retry"

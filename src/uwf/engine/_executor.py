@@ -24,6 +24,7 @@ from uwf.connectors.runtime import ConnectorRuntime
 from uwf.engine._interpreter import Interpreter
 from uwf.engine._probe import probe_connection
 from uwf.engine._targets import TargetResolver
+from uwf.governor import Governor, LocalState, SqlState
 from uwf.metadata import ConnectionSpec
 from uwf.store import Execution, LeaseLostError, Store, new_id, utcnow
 
@@ -61,7 +62,10 @@ class Executor:
         self.runtime = ConnectorRuntime()
         self.tokens = TokenManager(store.tokens, vault, self.runtime.session_for) if vault else None
         self.targets = TargetResolver(secrets, sandbox_url, self.tokens)
-        self._interpreter = Interpreter(store, self.runtime, self.targets)
+        # Budgets hold across processes when the Pipe DB is shared (PostgreSQL).
+        state = SqlState(store.engine) if store.dialect == "postgresql" else LocalState()
+        self.governor = Governor(state)
+        self._interpreter = Interpreter(store, self.runtime, self.targets, self.governor)
         self._concurrency = concurrency
         self._lease_seconds = lease_seconds
         self._poll_interval = poll_interval

@@ -26,6 +26,7 @@ from uwf.errors import (
     RetryableError,
     UwfError,
 )
+from uwf.governor import Governor, LocalState
 from uwf.mapping import (
     CompiledValue,
     Expression,
@@ -50,10 +51,17 @@ class _Outcome:
 
 
 class Interpreter:
-    def __init__(self, store: Store, runtime: ConnectorRuntime, targets: TargetResolver) -> None:
+    def __init__(
+        self,
+        store: Store,
+        runtime: ConnectorRuntime,
+        targets: TargetResolver,
+        governor: Governor | None = None,
+    ) -> None:
         self._store = store
         self._runtime = runtime
         self._targets = targets
+        self._governor = governor or Governor(LocalState())
         self._cancel_requested: set[str] = set()
         # Ledger entries that need no transaction of their own (skipped steps): they are
         # written with the next entry, or with the execution's end.
@@ -210,6 +218,24 @@ class Interpreter:
                 return None
 
         retry = step.retry or connection.retry
+        limits = connection.limits or target.spec.limits
+        admission = await self._governor.admit(conn_name, limits)
+        if admission.wait > 0:
+            # The connection's budget says not now: come back then, without using an attempt.
+            await self._store.reschedule(
+                execution.id,
+                owner,
+                utcnow() + timedelta(seconds=admission.wait),
+                {
+                    "type": "throttled",
+                    "step": step.id,
+                    "connection": conn_name,
+                    "message": f"waiting {admission.wait:.1f} s: {admission.reason}",
+                    "retry_in_seconds": round(admission.wait, 3),
+                },
+                runs=self._pending.pop(execution.id, []),
+            )
+            return _Outcome("rescheduled")
         run.attempts += 1
         run.status, run.error, run.response, run.finished_at = "sending", None, None, None
         run.request = {
@@ -225,7 +251,26 @@ class Interpreter:
         else:
             await self._save(execution.id, owner, run)
         try:
-            result = await self._runtime.call(target, operation, op_context, value_maps)
+            async with self._governor.slot(conn_name, limits):
+                try:
+                    result = await self._runtime.call(target, operation, op_context, value_maps)
+                except ConnectorError as exc:
+                    await self._governor.observe(
+                        conn_name,
+                        limits,
+                        target.spec.rate_limit,
+                        exc.status,
+                        (exc.response or {}).get("headers") or {},
+                        getattr(exc, "retry_after", None),
+                    )
+                    raise
+                await self._governor.observe(
+                    conn_name,
+                    limits,
+                    target.spec.rate_limit,
+                    result.response.get("status"),
+                    result.response.get("headers") or {},
+                )
         except RetryableError as exc:
             self._record_failure(run, exc)
             if run.attempts >= retry.max_attempts:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from uwf.connectors import ConnectorSpec
+from uwf.connectors import ConnectorSpec, LimitsSpec
 
 __all__ = [
     "AddCommentStep",
@@ -185,6 +185,9 @@ class ConnectionSpec(_Doc):
     config: dict[str, str] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    limits: LimitsSpec | None = Field(
+        default=None, description="This account's budget; default: the connector's"
+    )
 
 
 class ValueMapSpec(_Doc):

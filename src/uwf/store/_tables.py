@@ -15,6 +15,8 @@ __all__ = [
     "UtcDateTime",
     "auth_tokens",
     "executions",
+    "governor_counters",
+    "governor_pauses",
     "idempotency_keys",
     "meta",
     "metadata_versions",
@@ -155,4 +157,22 @@ auth_tokens = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Column("refreshes", sa.Integer, nullable=False, server_default="0"),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# The governor's shared state (PostgreSQL deployments): request counts per connection and
+# window, and pauses (after a 429, or when the CRM reports its budget used up).
+governor_counters = sa.Table(
+    "governor_counters",
+    meta,
+    sa.Column("key", sa.String(160), primary_key=True),
+    sa.Column("window_start", sa.Float, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
+
+governor_pauses = sa.Table(
+    "governor_pauses",
+    meta,
+    sa.Column("key", sa.String(160), primary_key=True),
+    sa.Column("until", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text),
 )
