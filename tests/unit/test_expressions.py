@@ -298,7 +298,7 @@ def test_compile_errors_quote_the_expression(source: Any, message: str) -> None:
 
 def test_unknown_function_error_lists_the_project_functions() -> None:
     with pytest.raises(ExpressionError) as info:
-        compile_expression("e164(input.phone)")
+        compile_expression("phone_fmt(input.phone)")
 
     known = info.value.message.split("known: ", 1)[1].split(", ")
     assert {"coalesce", "lower", "trim", "upper", "value_map", "length"} <= set(known)

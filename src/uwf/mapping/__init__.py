@@ -1,5 +1,9 @@
-"""Pure transforms: expressions, templates and value maps (DESIGN decision 5: JMESPath only)."""
+"""Pure transforms: expressions, templates, value maps, project functions and type coercion.
 
+DESIGN decision 5: JMESPath only.
+"""
+
+from uwf.mapping._coerce import COERCE_TYPES, coerce
 from uwf.mapping._expressions import (
     MAX_EXPRESSION_LENGTH,
     CompiledValue,
@@ -10,14 +14,22 @@ from uwf.mapping._expressions import (
     is_truthy,
     referenced_value_maps,
 )
+from uwf.mapping._functions import e164, format_date, frozen_now, iso_country, now
 
 __all__ = [
+    "COERCE_TYPES",
     "MAX_EXPRESSION_LENGTH",
     "CompiledValue",
     "Expression",
     "ValueMap",
+    "coerce",
     "compile_expression",
     "compile_value",
+    "e164",
+    "format_date",
+    "frozen_now",
     "is_truthy",
+    "iso_country",
+    "now",
     "referenced_value_maps",
 ]

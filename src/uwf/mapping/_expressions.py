@@ -9,7 +9,8 @@ A metadata value is compiled once (when metadata is loaded) and evaluated many t
 * dicts and lists are compiled member by member.
 
 Project functions are JMESPath custom functions: `value_map(name, value)`, `lower`, `upper`,
-`trim`, `coalesce(a, b, …)`, and quoting for CRM query languages: `url_encode`, `soql_quote`,
+`trim`, `coalesce(a, b, …)`, conversions (`e164`, `iso_country`, `now`, `format_date`; see
+`_functions`), and quoting for CRM query languages: `url_encode`, `soql_quote`,
 `odata_quote`, `snow_escape`. JMESPath has no loops, so evaluation time is bounded by the size of
 the context; sources are bounded by `MAX_EXPRESSION_LENGTH`.
 """
@@ -29,6 +30,7 @@ import jmespath.functions
 import jmespath.parser
 
 from uwf.errors import ExpressionError
+from uwf.mapping import _functions
 
 MAX_EXPRESSION_LENGTH = 2000
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
@@ -62,6 +64,8 @@ class ValueMap:
 class _Functions(jmespath.functions.Functions):
     """Project functions; one instance per evaluation so `value_map` sees the right maps."""
 
+    _now: str | None = None
+
     def __init__(self, value_maps: Mapping[str, ValueMap]) -> None:
         super().__init__()
         self._value_maps = value_maps
@@ -91,6 +95,32 @@ class _Functions(jmespath.functions.Functions):
     def _func_coalesce(self, *values: Any) -> Any:
         return next((v for v in values if v is not None and v != ""), None)
 
+    # Conversions; the work is done in `_functions`. JMESPath has no optional arguments, so
+    # the optional ones are variadic and their count is checked here.
+
+    @jmespath.functions.signature({"types": ["string", "number", "null"], "variadic": True})
+    def _func_e164(self, phone: Any, *rest: Any) -> str | None:
+        """`e164(phone, region?)`: the number as `+14155550132`."""
+        return _functions.e164(phone, *_optional("e164", rest, 1))
+
+    @jmespath.functions.signature({"types": ["string", "number", "null"]})
+    def _func_iso_country(self, name_or_code: Any) -> str | None:
+        """`iso_country(name_or_code)`: the ISO 3166-1 alpha-2 code."""
+        return _functions.iso_country(name_or_code)
+
+    @jmespath.functions.signature()
+    def _func_now(self) -> str:
+        """`now()`: ISO-8601 UTC with milliseconds, one instant per expression."""
+        # Memoised on this instance (one per evaluation) so `now()` agrees with itself.
+        if self._now is None:
+            self._now = _functions.now()
+        return self._now
+
+    @jmespath.functions.signature({"types": ["string", "number", "null"], "variadic": True})
+    def _func_format_date(self, value: Any, *rest: Any) -> str | None:
+        """`format_date(value, format?, timezone?)`: ISO-8601 or a `strftime` pattern."""
+        return _functions.format_date(value, *_optional("format_date", rest, 2))
+
     # Quoting for the query languages CRMs take in URLs. Values from callers must never be
     # able to change a query's meaning.
 
@@ -116,6 +146,12 @@ class _Functions(jmespath.functions.Functions):
     def _func_snow_escape(self, value: str | float) -> str:
         """A value inside a ServiceNow encoded query, where `^` separates conditions."""
         return _as_text(value).replace("^", "^^")
+
+
+def _optional(name: str, rest: tuple[Any, ...], most: int) -> tuple[Any, ...]:
+    if len(rest) > most:
+        raise ExpressionError(f"{name}() takes at most {most + 1} arguments, got {len(rest) + 1}")
+    return rest
 
 
 _NO_MAPS: Mapping[str, ValueMap] = {}
