@@ -184,30 +184,27 @@ class Executor:
         while not self._stopping.is_set():
             await asyncio.sleep(interval)
             try:
-                held = await self.store.extend_leases(
-                    self.owner, list(self._inflight), self._lease_seconds
-                )
+                asked = list(self._inflight)
+                held = await self.store.extend_leases(self.owner, asked, self._lease_seconds)
             except Exception:
                 log.exception("heartbeat failed")
                 continue
-            for lost in set(self._inflight) - held:
+            # An execution that finished meanwhile is not lost; one still running is.
+            for lost in (set(asked) - held) & set(self._inflight):
                 log.warning("lease lost", execution_id=lost)
 
     async def _after_crash(self, execution: Execution, exc: Exception) -> None:
         message = f"internal error: {type(exc).__name__}: {exc}"[:1000]
+        # Crashes in a row, kept with the error: claims also count retries and throttling.
+        previous = execution.error or {}
+        crashes = int(previous.get("crashes", 0)) + 1 if previous.get("type") == "internal" else 1
+        error = {"type": "internal", "message": message, "crashes": crashes}
         try:
-            if execution.claims >= MAX_CRASHES:
-                await self.store.finish(
-                    execution.id,
-                    self.owner,
-                    "dead",
-                    error={"type": "internal", "message": message, "claims": execution.claims},
-                )
+            if crashes >= MAX_CRASHES:
+                await self.store.finish(execution.id, self.owner, "dead", error=error)
             else:
-                due = utcnow() + timedelta(seconds=2**execution.claims)
-                await self.store.reschedule(
-                    execution.id, self.owner, due, {"type": "internal", "message": message}
-                )
+                due = utcnow() + timedelta(seconds=2**crashes)
+                await self.store.reschedule(execution.id, self.owner, due, error)
         except Exception:
             log.exception("could not record the crash", execution_id=execution.id)
 

@@ -354,10 +354,24 @@ class Interpreter:
         try:
             found, record = await self._runtime.verify(target, operation.verify, op_context)
         except RetryableError as exc:
+            # Checking is bounded like sending: give up (dead, payload kept) after as many tries.
+            checks = int((run.error or {}).get("verify_attempts", 0)) + 1
+            run.error = {**(run.error or {}), "verify_attempts": checks}
+            if checks >= RetrySpec().max_attempts:
+                return _Outcome(
+                    "dead",
+                    error={
+                        "type": "outcome_unknown",
+                        "step": run.step_id,
+                        "message": f"could not check whether the write happened after "
+                        f"{checks} tries: {exc.message}",
+                    },
+                )
+            await self._save(execution.id, owner, run)
             await self._store.reschedule(
                 execution.id,
                 owner,
-                utcnow() + timedelta(seconds=_backoff(RetrySpec(), run.attempts, exc.retry_after)),
+                utcnow() + timedelta(seconds=_backoff(RetrySpec(), checks, exc.retry_after)),
                 {"type": "verifying", "message": exc.message, "step": run.step_id},
             )
             return _Outcome("rescheduled")

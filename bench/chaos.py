@@ -1,0 +1,813 @@
+"""Chaos harness: actions through worker processes that keep getting SIGKILLed, audited in the CRM.
+
+What runs (every process is a child of this script, stopped by its PID on exit, error or
+Ctrl-C):
+
+1. A PostgreSQL Pipe DB: ``--database-url``, or by default a fresh database created on
+   ``postgresql://postgres@127.0.0.1:5432/test`` and dropped afterwards.
+2. ``uwf serve --no-worker`` (API and the Zendesk sandbox at ``/sandbox/zendesk``) and
+   ``--workers`` ``uwf worker`` processes, all with ``UWF_LEASE_SECONDS=5`` so that a killed
+   worker's executions are claimed again within seconds.
+3. The sandbox misbehaves through ``_control``: injected 429s and 503s, latency, and responses
+   cut after the write was committed.
+4. ``--actions`` ``escalate_case`` actions for tenant ``acme``, each with its own
+   ``Idempotency-Key`` and a unique ``reason`` (hence a unique private comment), spread over
+   the open seeded tickets. Every ``--kill-every`` seconds a random worker is SIGKILLed and a
+   replacement started.
+5. When every accepted action is final (or ``--duration-limit`` passes) the workers are
+   stopped, the faults switched off and the sandbox's own Zendesk API audited: every ticket's
+   comments are listed and counted per reason text.
+
+It prints a summary table and exits 1 when an action was lost, a CRM effect was duplicated or
+a succeeded action left no comment. bench/README.md ("Chaos harness") explains the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "metadata"
+UWF = Path(sys.executable).parent / "uwf"
+SANDBOX_PREFIX = "/sandbox/zendesk"
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+# Seeded tickets 1-150; every 25th is closed and would answer 422 ClosedPreventsUpdate.
+TICKETS = tuple(i for i in range(1, 151) if i % 25)
+OWNERS = ("alice@acme.test", "bob@acme.test", "carol@acme.test")  # seeded Zendesk agents
+FINAL = frozenset({"succeeded", "failed", "dead", "cancelled"})
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+LEASE_SECONDS = "5"
+
+
+# --------------------------------------------------------------------------- child processes
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if this script is SIGKILLed (no `finally` runs), Linux
+    # sends the child SIGTERM (PR_SET_PDEATHSIG), so not even that leaves a process behind.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+class Child:
+    """A process we start, may SIGKILL, and always stop by its PID."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.argv, self.env, self.log = name, argv, env, log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.killed = False  # by us, on purpose
+
+    def start(self) -> Child:
+        with self.log.open("ab") as log:
+            # A session of its own: Ctrl-C reaches only this script, which stops the child.
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def sigkill(self) -> None:
+        assert self.process is not None
+        self.killed = True
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=STOP_TIMEOUT_S)
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting (so that several children drain at once)."""
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        """SIGTERM (graceful shutdown), then SIGKILL if it does not exit in time."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except KeyboardInterrupt:  # a second Ctrl-C: no more patience, but no orphan either
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT_S)
+            raise
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def child_env(**uwf: str) -> dict[str, str]:
+    # The caller's own UWF_* settings must not leak into the run.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UWF_")}
+    return {**env, **{f"UWF_{k.upper()}": v for k, v in uwf.items()}}
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on `server_url`'s server; dropped afterwards."""
+    import asyncpg
+
+    plain = server_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    name = "uwf_chaos_" + secrets.token_hex(6)
+
+    async def execute(sql: str) -> None:
+        conn = await asyncpg.connect(plain, timeout=10)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
+    try:
+        yield urlunsplit(urlsplit(plain)._replace(path=f"/{name}"))
+    finally:
+        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    return urlunsplit(parts._replace(netloc=host, query=""))
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Action:
+    index: int
+    key: str  # Idempotency-Key
+    reason: str  # unique: the comment "Escalated: <reason>" identifies this action in the CRM
+    input: dict[str, Any]
+    id: str | None = None  # the execution, once accepted
+    status: str | None = None
+    error: dict[str, Any] | None = None
+    comments: int = 0  # comments with this action's text, found by the audit
+
+    @property
+    def body(self) -> str:
+        return f"Escalated: {self.reason}"
+
+
+@dataclass
+class Report:
+    run_id: str
+    seed: int
+    database: str
+    actions: int
+    workers: int
+    kill_every_s: float
+    faults: dict[str, Any]
+    crm_limits: str  # "enforced" or "disabled"
+    accepted: int = 0
+    not_accepted: int = 0
+    idempotent_replays: int = 0  # submissions retried after an error, answered from the key
+    succeeded: int = 0
+    failed: int = 0
+    dead: int = 0
+    cancelled: int = 0
+    lost: int = 0  # accepted and not final at the end, or missing from the Pipe DB
+    duplicates: int = 0  # reason texts with more than one comment in the CRM
+    extra_comments: int = 0  # comments beyond the first, summed over duplicated reasons
+    succeeded_without_effect: int = 0
+    orphan_comments: int = 0  # comments of this run matching no accepted action
+    foreign_step_keys: int = 0  # comments carrying another execution's step key
+    kills: int = 0
+    worker_starts: int = 0
+    unexpected_exits: int = 0  # workers that died without being killed by us
+    timed_out: bool = False
+    wall_s: float = 0.0
+    time_to_final_s: float | None = None
+    crm_stats: dict[str, Any] = field(default_factory=dict)
+    zendesk_limit_per_minute: int = 0
+    # UWF's own governor: the highest per-window count in governor_counters, per connection
+    # (its windows are fixed, aligned to the epoch; the count includes refused admissions)
+    governor_max_per_window: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)  # failed/dead by error code
+    lost_ids: list[str] = field(default_factory=list)
+    duplicate_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.lost
+            or self.duplicates
+            or self.succeeded_without_effect
+            or self.orphan_comments
+            or self.foreign_step_keys
+            or self.not_accepted
+        )
+
+
+class Chaos:
+    def __init__(self, args: argparse.Namespace, database_url: str, tmp: Path) -> None:
+        self.args = args
+        self.database_url = database_url
+        self.tmp = tmp
+        self.rng = random.Random(args.seed)
+        self.run_id = secrets.token_hex(4)
+        self.home = tmp / "home"
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.key = "chaos-" + secrets.token_urlsafe(16)
+        self.env = child_env(
+            home=str(self.home),
+            port=str(self.port),
+            admin_key=self.key,
+            database_url=database_url,
+            metadata_dir=str(EXAMPLES),
+            lease_seconds=LEASE_SECONDS,
+            poll_interval="0.05",
+            drain_seconds="5",
+            worker_concurrency=str(args.worker_concurrency),
+            log_level=args.uwf_log_level,
+        )
+        self.children: list[Child] = []  # every process ever started, for the final cleanup
+        self.workers: list[Child] = []  # the current ones
+        self.serve: Child | None = None
+        self.actions = [self._action(i) for i in range(args.actions)]
+        self.report = Report(
+            run_id=self.run_id,
+            seed=args.seed,
+            database=_without_credentials(database_url),
+            actions=args.actions,
+            workers=args.workers,
+            kill_every_s=args.kill_every,
+            faults={
+                "latency_ms": args.latency_ms,
+                "error_rates": {"429": args.error_429, "503": args.error_503},
+                "drop_after_write_rate": args.drop,
+            },
+            crm_limits="enforced" if args.crm_limits else "disabled",
+        )
+
+    def _action(self, i: int) -> Action:
+        reason = f"chaos {self.run_id} #{i}"
+        body: dict[str, Any] = {
+            "case_id": TICKETS[i % len(TICKETS)],
+            "priority": self.rng.choice(("P1", "P2", "P3", "P4")),
+            "reason": reason,
+        }
+        if self.rng.random() < 1 / 3:  # some actions also look up an agent and reassign
+            body["owner_email"] = self.rng.choice(OWNERS)
+        return Action(i, f"chaos-{self.run_id}-{i}", reason, body)
+
+    # -- processes
+
+    def _start(self, name: str, *argv: str) -> Child:
+        child = Child(name, [str(UWF), *argv], self.env, self.tmp / f"{name}.log").start()
+        self.children.append(child)
+        return child
+
+    def start_worker(self) -> None:
+        self.report.worker_starts += 1
+        self.workers.append(self._start(f"worker-{self.report.worker_starts}", "worker"))
+
+    def start_serve(self) -> None:
+        self.serve = self._start("serve", "serve", "--no-worker")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not self.serve.alive():
+                raise RuntimeError(f"uwf serve exited:\n{self.serve.log_tail()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"uwf serve did not answer in {START_TIMEOUT_S:.0f} s")
+
+    def stop_all(self) -> None:
+        """Stop every process this run started, by PID: workers first (they drain), then serve."""
+        for child in self.children:
+            if child is not self.serve:
+                child.terminate()
+        for child in self.children:
+            if child is not self.serve:
+                child.stop()
+        if self.serve is not None:
+            self.serve.stop()
+
+    def check_workers(self) -> None:
+        """Replace workers that exited without being killed by us (and count them: a crash)."""
+        for worker in list(self.workers):
+            if not worker.alive():
+                self.report.unexpected_exits += 1
+                print(
+                    f"! {worker.name} exited by itself:\n{worker.log_tail()}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self.workers.remove(worker)
+                self.start_worker()
+
+    # -- the sandbox
+
+    async def control(self, client: httpx.AsyncClient, **settings: Any) -> dict[str, Any]:
+        if settings:
+            response = await client.post(f"{SANDBOX_PREFIX}/_control", json=settings)
+        else:
+            response = await client.get(f"{SANDBOX_PREFIX}/_control")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def configure_faults(self, client: httpx.AsyncClient) -> None:
+        defaults = await self.control(client)
+        self.report.zendesk_limit_per_minute = defaults["settings"]["rate_limit_per_minute"]
+        settings: dict[str, Any] = {
+            "latency_ms": self.args.latency_ms,
+            "error_rates": {"429": self.args.error_429, "503": self.args.error_503},
+            "drop_after_write_rate": self.args.drop,
+            "seed": self.args.seed,
+        }
+        if not self.args.crm_limits:
+            # Only the injected faults: Zendesk's 700 requests/minute and 30 updates per
+            # ticket per 10 minutes would otherwise be hit within a minute (and then dominate).
+            settings |= {"rate_limit_per_minute": 10**9, "ticket_update_limit": None}
+        await self.control(client, **settings)
+
+    # -- submitting and watching
+
+    async def submit(self, api: httpx.AsyncClient, action: Action) -> None:
+        """POST the action, retrying with the same Idempotency-Key until it is accepted."""
+        body = {"workflow": "escalate_case", "input": action.input}
+        for attempt in range(20):
+            try:
+                response = await api.post(
+                    "/v1/tenants/acme/actions", json=body, headers={"Idempotency-Key": action.key}
+                )
+            except httpx.TransportError:
+                response = None
+            if response is not None and response.status_code in (200, 202):
+                action.id = response.json()["id"]
+                if response.headers.get("Idempotent-Replayed") == "true":
+                    self.report.idempotent_replays += 1
+                return
+            if response is not None and response.status_code < 500:
+                detail = response.text[:300]
+                print(f"! action {action.index} refused: {detail}", file=sys.stderr)
+                return
+            await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+
+    async def submit_all(self, api: httpx.AsyncClient) -> None:
+        queue = iter(self.actions)
+        rate = self.args.submit_rate
+        started = time.monotonic()
+
+        async def submitter() -> None:
+            for action in queue:
+                if rate:  # paced: action i goes out at i / rate seconds
+                    await asyncio.sleep(max(0.0, started + action.index / rate - time.monotonic()))
+                await self.submit(api, action)
+
+        await asyncio.gather(*(submitter() for _ in range(8)))
+
+    async def statuses(self, api: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+        """Every execution of tenant acme in the Pipe DB, by id (newest first, 200 a page)."""
+        found: dict[str, dict[str, Any]] = {}
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 200}
+            if cursor:
+                params["cursor"] = cursor
+            response = await api.get("/v1/tenants/acme/executions", params=params)
+            response.raise_for_status()
+            page = response.json()
+            for item in page["items"]:
+                found[item["id"]] = item
+            cursor = page["next_cursor"]
+            if not cursor:
+                return found
+
+    def apply(self, found: dict[str, dict[str, Any]]) -> None:
+        for action in self.actions:
+            item = found.get(action.id or "")
+            if item is not None:
+                action.status, action.error = item["status"], item["error"]
+
+    async def killer(self, done: asyncio.Event) -> None:
+        every = self.args.kill_every
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=every or 0.5)
+                return
+            self.check_workers()
+            if not every:
+                continue
+            victim = self.rng.choice(self.workers)
+            victim.sigkill()
+            self.workers.remove(victim)
+            self.report.kills += 1
+            self.start_worker()
+
+    async def watch(self, api: httpx.AsyncClient, submitting: asyncio.Task[None]) -> None:
+        started = time.monotonic()
+        last_line = 0.0
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.apply(await self.statuses(api))
+            except httpx.HTTPError as exc:
+                print(f"! listing executions failed: {exc!r}", file=sys.stderr)
+                continue
+            accepted = [a for a in self.actions if a.id]
+            final = Counter(a.status for a in accepted if a.status in FINAL)
+            elapsed = time.monotonic() - started
+            if time.monotonic() - last_line >= 5:
+                last_line = time.monotonic()
+                print(
+                    f"  {elapsed:5.0f} s  accepted {len(accepted)}/{len(self.actions)}  "
+                    f"final {sum(final.values())} {dict(final)}  kills {self.report.kills}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if submitting.done() and sum(final.values()) == len(accepted):
+                self.report.time_to_final_s = round(elapsed, 1)
+                return
+            if elapsed > self.args.duration_limit:
+                self.report.timed_out = True
+                return
+
+    async def governor_counts(self) -> dict[str, int]:
+        import asyncpg
+
+        url = self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        try:
+            conn = await asyncpg.connect(url, timeout=10)
+        except (OSError, asyncpg.PostgresError) as exc:
+            print(f"! could not read governor_counters: {exc!r}", file=sys.stderr)
+            return {}
+        try:
+            rows = await conn.fetch(
+                "SELECT key, max(count) AS n FROM governor_counters GROUP BY key ORDER BY key"
+            )
+        except asyncpg.PostgresError as exc:
+            print(f"! could not read governor_counters: {exc!r}", file=sys.stderr)
+            return {}
+        finally:
+            await conn.close()
+        return {str(r["key"]): int(r["n"]) for r in rows}
+
+    # -- the audit
+
+    async def comments(self, crm: httpx.AsyncClient, ticket: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            response = await crm.get(
+                f"{SANDBOX_PREFIX}/api/v2/tickets/{ticket}/comments.json",
+                params={"per_page": 100, "page": page},
+            )
+            response.raise_for_status()
+            body = response.json()
+            out += body["comments"]
+            if not body.get("next_page"):
+                return out
+            page += 1
+
+    async def audit(self, crm: httpx.AsyncClient) -> None:
+        tickets = sorted({int(a.input["case_id"]) for a in self.actions})
+        limiter = asyncio.Semaphore(8)
+
+        async def one(ticket: int) -> list[dict[str, Any]]:
+            async with limiter:
+                return await self.comments(crm, ticket)
+
+        found = await asyncio.gather(*(one(t) for t in tickets))
+        prefix = f"Escalated: chaos {self.run_id} #"
+        by_body: dict[str, list[dict[str, Any]]] = {}
+        for comment in (c for batch in found for c in batch):
+            if str(comment.get("body", "")).startswith(prefix):
+                by_body.setdefault(comment["body"], []).append(comment)
+        r = self.report
+        known = set()
+        for action in self.actions:
+            if action.id is None:
+                continue
+            known.add(action.body)
+            matches = by_body.get(action.body, [])
+            action.comments = len(matches)
+            if len(matches) > 1:
+                r.duplicates += 1
+                r.extra_comments += len(matches) - 1
+                r.duplicate_reasons.append(action.reason)
+            if action.status == "succeeded" and not matches:
+                r.succeeded_without_effect += 1
+            for comment in matches:
+                step_key = ((comment.get("metadata") or {}).get("custom") or {}).get(
+                    "uwf_step_key", ""
+                )
+                if not str(step_key).startswith(f"{action.id}:"):
+                    r.foreign_step_keys += 1
+        r.orphan_comments = sum(len(v) for body, v in by_body.items() if body not in known)
+
+    # -- the whole run
+
+    async def run(self) -> Report:
+        started = time.monotonic()
+        headers = {"Authorization": f"Bearer {self.key}"}
+        async with (
+            httpx.AsyncClient(base_url=self.base, timeout=30) as plain,
+            httpx.AsyncClient(base_url=self.base, headers=headers, timeout=30) as api,
+        ):
+            await self.configure_faults(plain)
+            for _ in range(self.args.workers):
+                self.start_worker()
+            print(
+                f"run {self.run_id}: {self.args.actions} actions, {self.args.workers} workers, "
+                f"a SIGKILL every {self.args.kill_every} s, seed {self.args.seed}",
+                file=sys.stderr,
+                flush=True,
+            )
+            done = asyncio.Event()
+            submitting = asyncio.create_task(self.submit_all(api))
+            killing = asyncio.create_task(self.killer(done))
+            try:
+                await self.watch(api, submitting)
+            finally:
+                done.set()
+                await killing
+                if not submitting.done():
+                    submitting.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await submitting
+            self.check_workers()
+            stats = await self.control(plain)
+            self.report.crm_stats = stats["stats"]
+            # Stop the workers (they drain and release what they hold), then read the final
+            # statuses: nothing can change them any more.
+            for worker in self.workers:
+                worker.terminate()
+            for worker in self.workers:
+                worker.stop()
+            self.apply(await self.statuses(api))
+            self.report.governor_max_per_window = await self.governor_counts()
+            await self.control(
+                plain, latency_ms=0, error_rates={}, drop_after_write_rate=0.0
+            )  # the audit itself must not be faulted
+            from uwf.sandboxes import sandbox_credentials
+
+            creds = sandbox_credentials(self.home, "zendesk")
+            async with httpx.AsyncClient(
+                base_url=self.base,
+                auth=(f"{creds['email']}/token", creds["api_token"]),
+                timeout=30,
+            ) as crm:
+                await self.audit(crm)
+        self.summarise()
+        self.report.wall_s = round(time.monotonic() - started, 1)
+        return self.report
+
+    def summarise(self) -> None:
+        r = self.report
+        accepted = [a for a in self.actions if a.id]
+        r.accepted = len(accepted)
+        r.not_accepted = len(self.actions) - len(accepted)
+        statuses = Counter(a.status for a in accepted)
+        r.succeeded, r.failed = statuses["succeeded"], statuses["failed"]
+        r.dead, r.cancelled = statuses["dead"], statuses["cancelled"]
+        lost = [a for a in accepted if a.status not in FINAL]
+        r.lost = len(lost)
+        r.lost_ids = [f"{a.id} ({a.status or 'missing'})" for a in lost][:50]
+        r.errors = dict(
+            Counter(
+                f"{a.status}: {(a.error or {}).get('code') or (a.error or {}).get('type', '?')}"
+                for a in accepted
+                if a.status in ("failed", "dead")
+            )
+        )
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def markdown(r: Report) -> str:
+    s = r.crm_stats
+    injected, by_status = s.get("injected", {}), s.get("by_status", {})
+    limit = r.zendesk_limit_per_minute
+    enforced = "enforced" if r.crm_limits == "enforced" else "not enforced in this run"
+    rows = [
+        ("accepted", f"{r.accepted} / {r.actions}"),
+        ("succeeded", r.succeeded),
+        ("failed", r.failed),
+        ("dead", r.dead),
+        ("cancelled", r.cancelled),
+        ("**lost** (accepted, not final or missing)", f"**{r.lost}**"),
+        ("**duplicate CRM effects** (reason texts with > 1 comment)", f"**{r.duplicates}**"),
+        ("succeeded without its comment", r.succeeded_without_effect),
+        ("comments of this run matching no action / with another execution's key",
+         f"{r.orphan_comments} / {r.foreign_step_keys}"),
+        ("workers killed (SIGKILL) / started / exited by themselves",
+         f"{r.kills} / {r.worker_starts} / {r.unexpected_exits}"),
+        ("CRM requests (sandbox count)", s.get("requests_total", 0)),
+        ("429s injected / received by UWF",
+         f"{injected.get('429', 0)} / {by_status.get('429', 0)}"),
+        ("503s injected", injected.get("503", 0)),
+        ("responses dropped after the write", s.get("dropped_after_write", 0)),
+        ("max CRM requests in any 1 s", s.get("max_requests_1s", 0)),
+        ("max CRM requests in any 60 s (connection acme-zendesk) vs Zendesk's budget",
+         f"{s.get('max_requests_60s', 0)} vs {limit}/min ({enforced})"),
+        ("max counted by UWF's governor in one of its fixed 60 s windows (incl. refused)",
+         ", ".join(f"{n} ({k})" for k, n in r.governor_max_per_window.items()) or "–"),
+        ("time until every action was final", "timed out" if r.timed_out else
+         f"{r.time_to_final_s} s"),
+        ("whole run", f"{r.wall_s} s"),
+    ]  # fmt: skip
+    out = [
+        f"### chaos run {r.run_id} · {r.actions} actions · {r.workers} workers · SIGKILL every "
+        f"{r.kill_every_s} s · seed {r.seed}",
+        "",
+        f"Faults: {r.faults['error_rates']['429']:.0%} 429, {r.faults['error_rates']['503']:.0%} "
+        f"503, {r.faults['drop_after_write_rate']:.0%} responses dropped after the write, "
+        f"latency {r.faults['latency_ms']} ms; Zendesk's own rate limits {r.crm_limits}. "
+        f"Pipe DB {r.database}.",
+        "",
+        "| | |",
+        "|---|---:|",
+        *(f"| {name} | {value} |" for name, value in rows),
+        "",
+    ]
+    if r.errors:
+        out.append(
+            "Failed and dead by error: " + ", ".join(f"{k} × {v}" for k, v in r.errors.items())
+        )
+    if r.lost_ids:
+        out.append("Lost: " + ", ".join(r.lost_ids))
+    if r.duplicate_reasons:
+        out.append("Duplicated: " + ", ".join(r.duplicate_reasons[:50]))
+    out.append("**PASS**" if r.ok else "**FAIL**")
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--actions", type=int, default=300, help="actions to submit (default: 300)")
+    add("--workers", type=int, default=3, help="`uwf worker` processes (default: 3)")
+    add(
+        "--kill-every",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="SIGKILL a random worker this often and start a replacement; 0: never (default: 3)",
+    )
+    add(
+        "--duration-limit",
+        type=float,
+        default=240.0,
+        metavar="SECONDS",
+        help="give up waiting for every action to be final after this long (default: 240)",
+    )
+    add("--error-429", type=float, default=0.10, help="injected 429 rate (default: 0.10)")
+    add("--error-503", type=float, default=0.05, help="injected 503 rate (default: 0.05)")
+    add(
+        "--drop",
+        type=float,
+        default=0.03,
+        help="rate of responses cut after the write was committed (default: 0.03)",
+    )
+    add("--latency-ms", type=int, default=20, help="sandbox response latency (default: 20)")
+    add(
+        "--crm-limits",
+        action="store_true",
+        help="keep Zendesk's own limits (700 requests/min, 30 updates per ticket per 10 min); "
+        "by default both are lifted so that only the injected faults happen",
+    )
+    add(
+        "--submit-rate",
+        type=float,
+        default=0.0,
+        metavar="PER_SECOND",
+        help="pace the submissions (actions per second); 0: as fast as possible (default)",
+    )
+    add(
+        "--worker-concurrency",
+        type=int,
+        default=16,
+        help="UWF_WORKER_CONCURRENCY of each worker (default: 16)",
+    )
+    add(
+        "--database-url",
+        default=None,
+        help="PostgreSQL URL to use as it is (default: a fresh database on "
+        f"{DEFAULT_PG}, dropped afterwards)",
+    )
+    add("--seed", type=int, default=None, help="seeds kills, inputs and the sandbox's draws")
+    add(
+        "--log-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep UWF_HOME and every process's log here (default: a temp dir, removed)",
+    )
+    add("--uwf-log-level", default="warning", help="UWF_LOG_LEVEL of every process")
+    add("--json", type=Path, default=None, metavar="PATH", help="also write the report as JSON")
+    args = parser.parse_args(argv)
+    if args.actions < 1 or args.workers < 1 or args.kill_every < 0 or args.latency_ms < 0:
+        parser.error("--actions and --workers must be >= 1, --kill-every and --latency-ms >= 0")
+    if not all(0 <= r <= 1 for r in (args.error_429, args.error_503, args.drop)):
+        parser.error("fault rates must be between 0 and 1")
+    if args.error_429 + args.error_503 > 1:
+        parser.error("--error-429 and --error-503 must add up to at most 1")
+    if args.database_url and not args.database_url.startswith("postgres"):
+        parser.error("--database-url must be a PostgreSQL URL")
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(10**6)
+    return args
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    # SIGTERM unwinds exactly as Ctrl-C does, so every `finally` stops its children.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        raise KeyboardInterrupt
+    signal.raise_signal(signal.SIGINT)
+
+
+def run(args: argparse.Namespace) -> Report:
+    """One chaos run; every process it starts is stopped before it returns or raises."""
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uwf-chaos-")))
+        if args.log_dir is not None:  # logs and UWF_HOME kept for a post-mortem
+            tmp = args.log_dir
+            tmp.mkdir(parents=True, exist_ok=True)
+        database_url = args.database_url or stack.enter_context(fresh_database(DEFAULT_PG))
+        chaos = Chaos(args, database_url, tmp)
+        try:
+            chaos.start_serve()
+            return asyncio.run(chaos.run())
+        except Exception:
+            for child in chaos.children:
+                print(f"--- {child.name} (last lines)\n{child.log_tail()}", file=sys.stderr)
+            raise
+        finally:
+            chaos.stop_all()
+    raise AssertionError("unreachable")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        report = run(args)
+    except KeyboardInterrupt:
+        print("interrupted; every child process was stopped", file=sys.stderr)
+        return 130
+    sys.stdout.write(markdown(report))
+    if args.json:
+        data = {**asdict(report), "ok": report.ok}
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
