@@ -167,3 +167,14 @@ async def test_executions_list_newest_first_with_cursor(database_url: str) -> No
         assert (await store.list_executions(tenant="nobody"))[0] == []
     finally:
         await store.close()
+
+
+def test_ids_sort_in_creation_order_even_within_a_millisecond() -> None:
+    import uuid
+
+    from uwf.store import new_id
+
+    ids = [new_id() for _ in range(5000)]  # many share a millisecond
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert {uuid.UUID(i).version for i in ids} == {7}

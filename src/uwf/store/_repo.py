@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -26,15 +28,20 @@ __all__ = ["Execution", "LeaseLostError", "StepRun", "Store"]
 
 
 # Built once: constructing SQLAlchemy statements per call costs more than running them.
-_UPDATE_STEP = (
-    sa.update(step_runs)
-    .where(
-        step_runs.c.execution_id == sa.bindparam("b_execution_id"),
-        step_runs.c.step_id == sa.bindparam("b_step_id"),
+# A ledger entry is one upsert on (execution_id, step_id), in each dialect's own syntax.
+def _step_upsert(insert: Any) -> Any:
+    statement = insert(step_runs)
+    return statement.on_conflict_do_update(
+        index_elements=["execution_id", "step_id"],
+        set_={
+            c.name: statement.excluded[c.name]
+            for c in step_runs.c
+            if c.name not in ("execution_id", "step_id")
+        },
     )
-    .values({c.name: sa.bindparam(c.name) for c in step_runs.c if c.name != "execution_id"})
-)
-_INSERT_STEP = sa.insert(step_runs)
+
+
+_UPSERT_STEP = {"sqlite": _step_upsert(sqlite_insert), "postgresql": _step_upsert(pg_insert)}
 
 
 class LeaseLostError(Exception):
@@ -229,7 +236,11 @@ class Store:
                 return existing, False
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(sa.insert(executions).values(values))
+                inserted = (
+                    await conn.execute(
+                        sa.insert(executions).values(values).returning(*executions.c)
+                    )
+                ).one()
                 for run in ledger or []:
                     await conn.execute(
                         sa.insert(step_runs).values(execution_id=execution_id, **run.values())
@@ -252,9 +263,7 @@ class Store:
             if existing is None:
                 raise
             return existing, False
-        created = await self.get_execution(execution_id)
-        assert created is not None
-        return created, True
+        return Execution.from_row(inserted), True
 
     async def _by_idempotency_key(
         self, tenant: str, key: str, request_hash: str | None
@@ -406,13 +415,11 @@ class Store:
     async def _write_runs(
         conn: AsyncConnection, execution_id: str, runs: tuple[StepRun, ...] | list[StepRun]
     ) -> None:
-        for run in runs:
-            values = run.values()
-            updated = await conn.execute(
-                _UPDATE_STEP, {**values, "b_execution_id": execution_id, "b_step_id": run.step_id}
+        if runs:
+            await conn.execute(
+                _UPSERT_STEP[conn.dialect.name],
+                [{"execution_id": execution_id, **run.values()} for run in runs],
             )
-            if updated.rowcount == 0:
-                await conn.execute(_INSERT_STEP, {"execution_id": execution_id, **values})
 
     async def reschedule(
         self,
@@ -451,11 +458,14 @@ class Store:
         assert status in FINAL_STATUSES
         now = utcnow()
         async with self.engine.begin() as conn:
-            await self._fence(conn, execution_id, owner)
-            await self._write_runs(conn, execution_id, runs or [])
-            await conn.execute(
+            # The update is its own fence: it only matches while this worker holds the lease.
+            done = await conn.execute(
                 sa.update(executions)
-                .where(executions.c.id == execution_id)
+                .where(
+                    executions.c.id == execution_id,
+                    executions.c.lease_owner == owner,
+                    executions.c.status == "running",
+                )
                 .values(
                     status=status,
                     output=output,
@@ -466,6 +476,11 @@ class Store:
                     finished_at=now,
                 )
             )
+            if done.rowcount != 1:
+                raise LeaseLostError(
+                    f"lease on execution {execution_id} is no longer held by {owner}"
+                )
+            await self._write_runs(conn, execution_id, runs or [])
 
     async def cancel(self, execution_id: str, tenant: str, reason: str) -> Execution | None:
         """Cancel now if nobody is running it, else ask its worker to stop before the next step.

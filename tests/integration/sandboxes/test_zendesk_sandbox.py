@@ -425,7 +425,7 @@ def test_sandbox_accounts_and_registry(tmp_path: Path) -> None:
     assert zendesk["email"] == "admin@uwf-sandbox.test"
     assert zendesk["api_token"] == sandbox_credentials(tmp_path, "zendesk")["api_token"]
     with pytest.raises(
-        UnknownSandboxError, match="no sandbox for CRM 'pipedrive'; known: .*zendesk"
+        UnknownSandboxError, match=r"no sandbox for CRM 'pipedrive'; known: .*zendesk"
     ):
         create_sandbox_app("pipedrive", tmp_path)
 
