@@ -96,11 +96,9 @@ retry:
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
+    # As HubSpot does, the sandbox refuses a note without `hs_timestamp`; the connector sends
+    # the attempt's `now`.
     with serve_sandbox(tmp_path / "home", "hubspot") as running:
-        # HubSpot refuses a note without `hs_timestamp`, and the engine cannot yet put the
-        # current time into a request (docs/crms/hubspot.md); until it can, the sandbox
-        # fills it in. `test_note_gets_its_timestamp_from_the_engine` tracks the gap.
-        running.control(note_timestamp_required=False)
         yield running
 
 
@@ -224,7 +222,6 @@ async def test_lost_create_response_is_resent_as_an_upsert(harness: Harness) -> 
     [claimed] = await harness.store.claim(harness.executor.owner, 1, 30)
     assert await harness.executor._interpreter.run(claimed, harness.executor.owner) == "running"
     harness.sandbox.reset()
-    harness.sandbox.control(note_timestamp_required=False)
     await harness.run()
 
     execution = await harness.store.get_execution(eid)
@@ -287,7 +284,6 @@ async def test_oauth_connection_fetches_one_token_for_many_executions(
 
 @SQLITE_ONLY
 async def test_note_gets_its_timestamp_from_the_engine(harness: Harness) -> None:
-    harness.sandbox.control(note_timestamp_required=True)  # HubSpot's own behaviour
     eid = await harness.submit("note_only", {"case_id": 1125, "text": "timed"})
     await harness.run()
     execution = await harness.store.get_execution(eid)
