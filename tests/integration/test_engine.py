@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ACME_EXAMPLES as EXAMPLES
+from tests.engine_harness import EngineHarness, fast_retries
 from tests.sandbox_server import RunningSandbox, serve_sandbox
 from uwf.metadata import load_directory
 from uwf.service import make_executor
@@ -55,12 +56,6 @@ steps:
 output:
   ticket_id: "{{ steps.ticket.id }}"
 """
-FAST_RETRIES = """
-retry:
-  max_attempts: 3
-  initial_delay_seconds: 0.05
-  max_delay_seconds: 0.3
-"""
 
 
 @pytest.fixture
@@ -74,28 +69,16 @@ def metadata_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "metadata"
     shutil.copytree(EXAMPLES, directory)
     conn = directory / "acme-zendesk.yaml"
-    text = conn.read_text().replace("timeout_seconds: 20\n", "timeout_seconds: 5\n" + FAST_RETRIES)
+    text = fast_retries(conn.read_text())
     conn.write_text(text)
     (directory / "note_only.yaml").write_text(NOTE_ONLY)
     (directory / "open_case.yaml").write_text(OPEN_CASE)
     return directory
 
 
-class Harness:
-    def __init__(self, store: Store, settings: Settings, sandbox: RunningSandbox) -> None:
-        self.store = store
-        self.sandbox = sandbox
-        self.executor = make_executor(settings, store, sandbox.url.rsplit("/", 1)[0])
-        self.version = 0
-
-    async def submit(self, workflow: str, data: dict[str, Any]) -> str:
-        execution, _ = await self.store.create_execution(
-            tenant="acme", workflow=workflow, metadata_version=self.version, input=data
-        )
-        return execution.id
-
+class Harness(EngineHarness):
     async def run(self, seconds: float = 30) -> None:
-        await self.executor.run_until_idle(seconds)
+        await self.run_due(seconds)
 
     def comments(self, ticket: int, text: str) -> list[dict[str, Any]]:
         with self.sandbox.client() as client:

@@ -15,19 +15,13 @@ import httpx
 import pytest
 
 from tests.conftest import EXAMPLES
+from tests.engine_harness import EngineHarness, fast_retries
 from tests.sandbox_server import RunningSandbox, serve_sandbox
 from uwf.metadata import load_directory
 from uwf.sandboxes._dynamics_records import QUICKSTART_TICKET, guid
-from uwf.service import make_executor
 from uwf.settings import Settings
 from uwf.store import Store
 
-FAST_RETRIES = """
-retry:
-  max_attempts: 3
-  initial_delay_seconds: 0.05
-  max_delay_seconds: 0.3
-"""
 NOTE_ONLY = """
 kind: workflow
 name: note_only
@@ -109,26 +103,14 @@ def metadata_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "metadata"
     shutil.copytree(EXAMPLES, directory)
     tenant = directory / "contoso.yaml"
-    tenant.write_text(
-        tenant.read_text().replace("timeout_seconds: 20\n", "timeout_seconds: 5\n" + FAST_RETRIES)
-    )
+    tenant.write_text(fast_retries(tenant.read_text()))
     (directory / "contoso-note-only.yaml").write_text(NOTE_ONLY)
     (directory / "contoso-open-case.yaml").write_text(OPEN_CASE)
     return directory
 
 
-class Harness:
-    def __init__(self, store: Store, settings: Settings, sandbox: RunningSandbox) -> None:
-        self.store, self.sandbox = store, sandbox
-        self.executor = make_executor(settings, store, sandbox.url.rsplit("/", 1)[0])
-        self.version = 0
-
-    async def run(self, workflow: str, data: dict[str, Any]) -> str:
-        execution, _ = await self.store.create_execution(
-            tenant="contoso", workflow=workflow, metadata_version=self.version, input=data
-        )
-        await self.executor.run_until_idle(30)
-        return execution.id
+class Harness(EngineHarness):
+    tenant = "contoso"
 
 
 @pytest.fixture
@@ -169,7 +151,7 @@ async def test_escalation_sets_priority_owner_and_one_internal_note(
         "owner_email": "carol@acme.test",
         "reason": "VIP customer",
     }
-    eid = await harness.run("escalate_case", data)
+    eid = (await harness.execute("escalate_case", data)).id
 
     execution = await harness.store.get_execution(eid)
     assert execution is not None
@@ -205,7 +187,7 @@ async def test_a_lost_note_response_is_verified_not_written_twice(
     case_id = guid("incident", 1)
     before = len(crm.notes(case_id))
     harness.sandbox.control(drop_after_write_rate=1.0)
-    eid = await harness.run("note_only", {"case_id": case_id, "text": "lost response"})
+    eid = (await harness.execute("note_only", {"case_id": case_id, "text": "lost response"})).id
     harness.sandbox.reset()
 
     execution = await harness.store.get_execution(eid)
@@ -248,7 +230,11 @@ async def test_a_dataverse_validation_error_fails_the_execution_with_its_message
     tenant.write_text(tenant.read_text().replace("P4: 3", "P4: 7"))  # not a prioritycode option
     harness.version, _ = await harness.store.apply_metadata(load_directory(metadata_dir), "bad")
     case_id = guid("incident", 2)
-    eid = await harness.run("escalate_case", {"case_id": case_id, "priority": "P4", "reason": "x"})
+    eid = (
+        await harness.execute(
+            "escalate_case", {"case_id": case_id, "priority": "P4", "reason": "x"}
+        )
+    ).id
 
     execution = await harness.store.get_execution(eid)
     assert execution is not None

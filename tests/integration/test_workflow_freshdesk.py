@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLES
+from tests.engine_harness import EngineHarness, fast_retries
 from tests.sandbox_server import RunningSandbox, serve_sandbox
 from uwf.metadata import load_directory
-from uwf.service import make_executor
 from uwf.settings import Settings
-from uwf.store import Execution, Store
+from uwf.store import Store
 
 BOB = 43000000003
 NOTE_ONLY = """
@@ -54,12 +54,6 @@ steps:
 output:
   ticket_id: "{{ steps.ticket.id }}"
 """
-FAST_RETRIES = """timeout_seconds: 5
-retry:
-  max_attempts: 3
-  initial_delay_seconds: 0.05
-  max_delay_seconds: 0.3
-"""
 
 
 @pytest.fixture
@@ -76,30 +70,17 @@ def metadata_dir(tmp_path: Path) -> Path:
     text = hooli.read_text()
     assert "timeout_seconds: 20\n" in text
     # P4 → 7 is not a Freshdesk priority: it makes the CRM refuse the update (a 400).
-    text = text.replace("timeout_seconds: 20\n", FAST_RETRIES).replace("P4: 1\n", "P4: 7\n")
+    text = fast_retries(text).replace("P4: 1\n", "P4: 7\n")
     hooli.write_text(text)
     (directory / "hooli_note_only.yaml").write_text(NOTE_ONLY)
     (directory / "hooli_open_case.yaml").write_text(OPEN_CASE)
     return directory
 
 
-class Harness:
+class Harness(EngineHarness):
     """The executor, the Pipe DB and a client of Freshdesk's own API."""
 
-    def __init__(self, store: Store, settings: Settings, sandbox: RunningSandbox) -> None:
-        self.store = store
-        self.sandbox = sandbox
-        self.executor = make_executor(settings, store, sandbox.url.rsplit("/", 1)[0])
-        self.version = 0
-
-    async def run(self, workflow: str, data: dict[str, Any]) -> Execution:
-        execution, _ = await self.store.create_execution(
-            tenant="hooli", workflow=workflow, metadata_version=self.version, input=data
-        )
-        await self.executor.run_until_idle(30)
-        final = await self.store.get_execution(execution.id)
-        assert final is not None
-        return final
+    tenant = "hooli"
 
     def freshdesk(self) -> httpx.Client:
         auth = httpx.BasicAuth(self.sandbox.credentials["api_key"], "X")
@@ -142,7 +123,7 @@ def test_hoolis_workflow_is_acmes_but_for_tenant_and_connection() -> None:
 
 async def test_escalation_lands_in_freshdesk(harness: Harness) -> None:
     data = {"case_id": 1123, "priority": "P1", "owner_email": "bob@acme.test", "reason": "churn"}
-    execution = await harness.run("escalate_case", data)
+    execution = await harness.execute("escalate_case", data)
 
     assert execution.status == "succeeded", execution.error
     assert execution.output == {"case_id": 1123, "priority": 4, "owner_id": BOB}
@@ -176,7 +157,7 @@ async def test_connection_check_reads_freshdesks_rate_limit_headers(harness: Har
 
 async def test_lost_note_response_is_verified_not_written_twice(harness: Harness) -> None:
     harness.sandbox.control(drop_after_write_rate=1.0)
-    execution = await harness.run("note_only", {"case_id": 1124, "text": "lost response"})
+    execution = await harness.execute("note_only", {"case_id": 1124, "text": "lost response"})
     assert harness.sandbox.stats()["dropped_after_write"] == 1
     harness.sandbox.reset()
 
@@ -191,7 +172,7 @@ async def test_lost_note_response_is_verified_not_written_twice(harness: Harness
 async def test_lost_create_response_is_found_by_its_step_key(harness: Harness) -> None:
     data = {"subject": "Printer on fire", "text": "Smoke", "email": "ops@hooli.test"}
     harness.sandbox.control(drop_after_write_rate=1.0)
-    execution = await harness.run("open_case", {**data, "priority": "P2"})
+    execution = await harness.execute("open_case", {**data, "priority": "P2"})
     harness.sandbox.reset()
 
     assert execution.status == "succeeded", execution.error
@@ -209,7 +190,7 @@ async def test_lost_create_response_is_found_by_its_step_key(harness: Harness) -
 
 async def test_freshdesk_validation_error_fails_the_execution(harness: Harness) -> None:
     data = {"case_id": 1125, "priority": "P4", "reason": "never written"}
-    execution = await harness.run("escalate_case", data)
+    execution = await harness.execute("escalate_case", data)
 
     assert execution.status == "failed"
     assert execution.error is not None

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from tests.conftest import EXAMPLES
+from tests.engine_harness import EngineHarness, fast_retries
 from tests.sandbox_server import RunningSandbox, serve_sandbox
 from uwf.metadata import load_directory
-from uwf.service import make_executor
 from uwf.settings import Settings
 from uwf.store import Store
 
@@ -86,12 +86,6 @@ steps:
 # The escalation and the OAuth test run on SQLite and PostgreSQL; the rest exercise the
 # connector and sandbox, not the store, so SQLite alone keeps the file fast.
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-FAST_RETRIES = """
-retry:
-  max_attempts: 3
-  initial_delay_seconds: 0.05
-  max_delay_seconds: 0.3
-"""
 
 
 @pytest.fixture
@@ -108,28 +102,18 @@ def metadata_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "metadata"
     directory.mkdir()
     text = (EXAMPLES / "umbrella.yaml").read_text()
-    text = text.replace("timeout_seconds: 20\n", "timeout_seconds: 5\n" + FAST_RETRIES)
+    text = fast_retries(text)
     (directory / "umbrella.yaml").write_text(text)
     (directory / "note_only.yaml").write_text(NOTE_ONLY)
     (directory / "open_case.yaml").write_text(OPEN_CASE)
     return directory
 
 
-class Harness:
-    def __init__(self, store: Store, settings: Settings, sandbox: RunningSandbox) -> None:
-        self.store = store
-        self.sandbox = sandbox
-        self.executor = make_executor(settings, store, sandbox.url.rsplit("/", 1)[0])
-        self.version = 0
-
-    async def submit(self, workflow: str, data: dict[str, Any]) -> str:
-        execution, _ = await self.store.create_execution(
-            tenant="umbrella", workflow=workflow, metadata_version=self.version, input=data
-        )
-        return execution.id
+class Harness(EngineHarness):
+    tenant = "umbrella"
 
     async def run(self, seconds: float = 30) -> None:
-        await self.executor.run_until_idle(seconds)
+        await self.run_due(seconds)
 
     def hubspot(self) -> httpx.Client:
         """A client of the sandbox, authenticated like a HubSpot private app."""

@@ -15,9 +15,9 @@ import pytest
 from simple_salesforce.format import format_soql
 
 from tests.conftest import EXAMPLES
+from tests.engine_harness import EngineHarness, fast_retries
 from tests.sandbox_server import RunningSandbox, serve_sandbox
 from uwf.metadata import load_directory
-from uwf.service import make_executor
 from uwf.settings import Settings
 from uwf.store import Store
 
@@ -37,12 +37,6 @@ steps:
     record_id: "{{ input.case_id }}"
     body: "{{ input.text }}"
 """
-FAST_RETRIES = """
-retry:
-  max_attempts: 3
-  initial_delay_seconds: 0.05
-  max_delay_seconds: 0.3
-"""
 
 
 @pytest.fixture
@@ -56,27 +50,18 @@ def metadata_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "metadata"
     shutil.copytree(EXAMPLES, directory)
     conn = directory / "globex.yaml"
-    text = conn.read_text().replace("timeout_seconds: 20\n", "timeout_seconds: 5\n" + FAST_RETRIES)
+    text = fast_retries(conn.read_text())
     conn.write_text(text)
     (directory / "note_only_globex.yaml").write_text(NOTE_ONLY)
     return directory
 
 
-class Harness:
-    def __init__(self, store: Store, settings: Settings, sandbox: RunningSandbox) -> None:
-        self.store = store
-        self.sandbox = sandbox
-        self.executor = make_executor(settings, store, sandbox.url.rsplit("/", 1)[0])
-        self.version = 0
+class Harness(EngineHarness):
+    tenant = "globex"
 
-    async def execute(self, workflow: str, data: dict[str, Any]) -> tuple[str, Any]:
-        execution, _ = await self.store.create_execution(
-            tenant="globex", workflow=workflow, metadata_version=self.version, input=data
-        )
-        await self.executor.run_until_idle(15)
-        done = await self.store.get_execution(execution.id)
-        assert done is not None
-        return execution.id, done
+    async def execute_with_id(self, workflow: str, data: dict[str, Any]) -> tuple[str, Any]:
+        done = await self.execute(workflow, data, seconds=15)
+        return done.id, done
 
     def salesforce(self) -> httpx.Client:
         """Salesforce's REST API as any integration would call it (not through UWF)."""
@@ -146,7 +131,9 @@ async def test_escalation_lands_in_salesforce(harness: Harness) -> None:
     assert harness.notes(before["Id"]) == []
 
     data = {"case_id": QUICKSTART, "priority": "P1", "owner_email": "bob@acme.test"}
-    eid, execution = await harness.execute("escalate_case", {**data, "reason": "VIP customer"})
+    eid, execution = await harness.execute_with_id(
+        "escalate_case", {**data, "reason": "VIP customer"}
+    )
 
     assert execution.status == "succeeded", execution.error
     [bob] = harness.query("SELECT Id FROM User WHERE Email = 'bob@acme.test'")
@@ -168,7 +155,7 @@ async def test_escalation_lands_in_salesforce(harness: Harness) -> None:
 
 async def test_escalation_by_case_id_without_owner(sqlite_harness: Harness) -> None:
     # The schema takes a numeric case_id; 00001042 is a seeded case too.
-    _, execution = await sqlite_harness.execute(
+    _, execution = await sqlite_harness.execute_with_id(
         "escalate_case", {"case_id": "00001042", "priority": "P4"}
     )
     assert execution.status == "succeeded", execution.error
@@ -179,7 +166,7 @@ async def test_escalation_by_case_id_without_owner(sqlite_harness: Harness) -> N
 
 async def test_lost_note_response_is_verified_not_sent_twice(sqlite_harness: Harness) -> None:
     sqlite_harness.sandbox.control(drop_after_write_rate=1.0)
-    eid, execution = await sqlite_harness.execute(
+    eid, execution = await sqlite_harness.execute_with_id(
         "note_only", {"case_id": "00001050", "text": "lost response"}
     )
     sqlite_harness.sandbox.reset()
@@ -203,7 +190,7 @@ async def test_validation_error_fails_with_salesforces_message(
         load_directory(metadata_dir), "bad value map"
     )
 
-    _, execution = await sqlite_harness.execute(
+    _, execution = await sqlite_harness.execute_with_id(
         "escalate_case", {"case_id": QUICKSTART, "priority": "P4", "reason": "noise"}
     )
 

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLES
+from tests.engine_harness import EngineHarness, fast_retries
 from tests.sandbox_server import RunningSandbox, serve_sandbox
 from uwf.metadata import load_directory
-from uwf.service import make_executor
 from uwf.settings import Settings
 from uwf.store import Store
 
@@ -64,12 +64,6 @@ steps:
     fields:
       status: "6"
 """
-FAST_RETRIES = """
-retry:
-  max_attempts: 3
-  initial_delay_seconds: 0.05
-  max_delay_seconds: 0.3
-"""
 
 
 @pytest.fixture
@@ -84,27 +78,17 @@ def metadata_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "metadata"
     directory.mkdir()
     text = (EXAMPLES / "initech.yaml").read_text()
-    text = text.replace("timeout_seconds: 20\n", "timeout_seconds: 5\n" + FAST_RETRIES)
+    text = fast_retries(text)
     (directory / "initech.yaml").write_text(text)
     (directory / "extra.yaml").write_text(EXTRA_WORKFLOWS)
     return directory
 
 
-class Harness:
-    def __init__(self, store: Store, settings: Settings, sandbox: RunningSandbox) -> None:
-        self.store = store
-        self.sandbox = sandbox
-        self.executor = make_executor(settings, store, sandbox.url.rsplit("/", 1)[0])
-        self.version = 0
-
-    async def submit(self, workflow: str, data: dict[str, Any]) -> str:
-        execution, _ = await self.store.create_execution(
-            tenant=TENANT, workflow=workflow, metadata_version=self.version, input=data
-        )
-        return execution.id
+class Harness(EngineHarness):
+    tenant = TENANT
 
     async def run(self, seconds: float = 30) -> None:
-        await self.executor.run_until_idle(seconds)
+        await self.run_due(seconds)
 
     def snow(self) -> httpx.Client:
         """ServiceNow's own API, as an admin would call it."""
