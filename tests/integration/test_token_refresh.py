@@ -132,19 +132,20 @@ def test_one_token_request_for_50_executions_on_two_workers(cluster: Cluster) ->
             assert time.monotonic() < deadline, [e["status"] for e in done]
             time.sleep(0.2)
 
-    # The first token lives 4 seconds; the one after it, an hour.
-    httpx.post(f"{sandbox}/_control", json={"token_ttl_seconds": 4}).raise_for_status()
+    # Tokens issued now live 6 seconds; the one after the warm-up, an hour. A slow machine may
+    # need more than one token to warm up: only what happens after the expiry is counted.
+    httpx.post(f"{sandbox}/_control", json={"token_ttl_seconds": 6}).raise_for_status()
     [warm] = wait_all([escalate(cases[0], "P2")])
     assert warm["status"] == "succeeded", warm
     before = _token_requests(sandbox)
     httpx.post(f"{sandbox}/_control", json={"token_ttl_seconds": 3600}).raise_for_status()
-    time.sleep(4.5)  # the token both workers hold has expired
+    time.sleep(6.5)  # every token issued so far has expired
 
     results = wait_all([escalate(case, "P1") for case in cases])
     api.close()
 
     assert [r["status"] for r in results] == ["succeeded"] * 50
-    assert before == 1
+    assert before >= 1
     assert _token_requests(sandbox) - before == 1
     worked = [log.read_text().count('"execution advanced"') for log in cluster.worker_logs]
     assert all(count > 0 for count in worked), worked  # both workers shared the load
