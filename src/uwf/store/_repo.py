@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from uwf.errors import IdempotencyKeyReusedError
 from uwf.metadata import MetadataBundle
+from uwf.store._audit import AuditEntry, AuditRepo
 from uwf.store._db import create_engine, new_id, upgrade, utcnow
+from uwf.store._keys import KeyRepo
 from uwf.store._tables import (
     FINAL_STATUSES,
     executions,
@@ -109,6 +111,8 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.tokens = TokenRepo(engine)
+        self.keys = KeyRepo(engine)
+        self.audit = AuditRepo(engine)
         self._bundles: dict[int, MetadataBundle] = {}
 
     @classmethod
@@ -127,11 +131,14 @@ class Store:
 
     # -- metadata ---------------------------------------------------------------------------
 
-    async def apply_metadata(self, bundle: MetadataBundle, source: str) -> tuple[int, bool]:
+    async def apply_metadata(
+        self, bundle: MetadataBundle, source: str, *, audit: AuditEntry | None = None
+    ) -> tuple[int, bool]:
         """Store `bundle` as a new immutable version, unless it equals an existing one.
 
         Returns the version and whether it was created now. Re-applying an older version's
         content makes a new version with that content, so "latest" is always what was applied.
+        `audit` is recorded (target: the version) in the same transaction, only if created.
         """
         document = bundle.to_document()
         async with self.engine.begin() as conn:
@@ -150,6 +157,8 @@ class Store:
                 .returning(metadata_versions.c.version)
             )
             version = int(result.scalar_one())
+            if audit is not None:
+                await AuditRepo.write_in(conn, replace(audit, target=str(version)))
         self._bundles[version] = bundle
         return version, True
 
@@ -207,8 +216,12 @@ class Store:
         request_hash: str | None = None,
         replay_of: str | None = None,
         ledger: list[StepRun] | None = None,
+        audit: AuditEntry | None = None,
     ) -> tuple[Execution, bool]:
         """Persist a queued execution. With an idempotency key, a repeat returns the first one.
+
+        `audit` is recorded (its target: the new execution's id) in the same transaction, so
+        the log never claims an execution that was not stored; a repeat records nothing.
 
         Raises:
             ConflictError: the key was used before with a different request.
@@ -245,6 +258,8 @@ class Store:
                     await conn.execute(
                         sa.insert(step_runs).values(execution_id=execution_id, **run.values())
                     )
+                if audit is not None:
+                    await AuditRepo.write_in(conn, replace(audit, target=execution_id))
                 if idempotency_key is not None:
                     await conn.execute(
                         sa.insert(idempotency_keys).values(

@@ -9,10 +9,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 __all__ = [
+    "AUDIT_OUTCOMES",
     "EXECUTION_STATUSES",
     "FINAL_STATUSES",
     "STEP_STATUSES",
     "UtcDateTime",
+    "api_keys",
+    "audit_log",
     "auth_tokens",
     "executions",
     "governor_counters",
@@ -27,6 +30,7 @@ EXECUTION_STATUSES = ("queued", "running", "succeeded", "failed", "dead", "cance
 FINAL_STATUSES = frozenset({"succeeded", "failed", "dead", "cancelled"})
 # `sending`: the request may have left; a step found in this state after a crash is checked
 # before it is sent again. `outcome_unknown`: no way to check; never re-sent blindly.
+AUDIT_OUTCOMES = ("succeeded", "denied", "failed")
 STEP_STATUSES = ("sending", "succeeded", "skipped", "failed", "retrying", "outcome_unknown")
 
 
@@ -175,4 +179,42 @@ governor_pauses = sa.Table(
     sa.Column("key", sa.String(160), primary_key=True),
     sa.Column("until", sa.Float, nullable=False),
     sa.Column("reason", sa.Text),
+)
+
+# Callers' API keys. Only a SHA-256 of the key is kept (the key is 32 random bytes, so no salt
+# or slow hash is needed), with a short visible prefix to recognise it in listings.
+# `tenants` NULL means every tenant (a service key); else the list of tenants it may act on.
+api_keys = sa.Table(
+    "api_keys",
+    meta,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("tenants", JSONType),
+    sa.Column("scopes", JSONType, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime),
+    sa.Column("revoked_at", UtcDateTime),
+    sa.Column("last_used_at", UtcDateTime),
+)
+
+# Who did what, when, to which tenant, with which outcome. Append-only: triggers made by the
+# migration refuse UPDATE and DELETE. Ids are UUIDv7, so they order rows and serve as cursors.
+audit_log = sa.Table(
+    "audit_log",
+    meta,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("actor_type", sa.String(16), nullable=False),
+    sa.Column("tenant", sa.String(63)),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(200)),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("request_id", sa.String(64)),
+    sa.Column("details", JSONType),
+    sa.Index(None, "tenant", "id"),
+    sa.Index(None, "action", "id"),
 )
