@@ -458,7 +458,7 @@ def test_a_document_without_kind_lists_the_kinds(metadata: Path) -> None:
     [problem] = problems_of(metadata)
 
     assert (problem.file, problem.line, problem.message) == ("nokind.yaml", 1, "missing `kind`")
-    assert problem.hint == "known: connection, connector, tenant, value_map, workflow"
+    assert problem.hint == "known: connection, connector, tenant, trigger, value_map, workflow"
 
 
 # -- bugs in the load-time checks: mistakes that should be caught, and one that is not a mistake

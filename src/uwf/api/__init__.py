@@ -7,10 +7,12 @@ from uwf.api._accept import (
     replay_execution,
     tenant_metadata,
 )
+from uwf.api._problems import ProblemError
 from uwf.api._views import execution_summary, execution_view
 from uwf.api.app import create_app
 
 __all__ = [
+    "ProblemError",
     "accept_action",
     "cancel_execution",
     "create_app",

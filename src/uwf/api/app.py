@@ -45,6 +45,10 @@ def create_app(
     app.state.admin_key = admin_key
     install_problem_handlers(app)
     app.include_router(router)
+    # Imported here: the triggers package builds on this one (accept_action, ProblemError).
+    from uwf.triggers import webhook_router
+
+    app.include_router(webhook_router)
     if sandboxes:
         for crm in SANDBOXES:
             app.mount(f"/sandbox/{crm}", create_sandbox_app(crm, settings.home))

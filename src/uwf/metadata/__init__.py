@@ -1,4 +1,4 @@
-"""Metadata: tenants, connections, workflows and value maps, loaded from YAML and versioned."""
+"""Metadata: tenants, connections, workflows, value maps and triggers, from YAML, versioned."""
 
 from uwf.metadata._bundle import MetadataBundle
 from uwf.metadata._loader import Problem, check_bundle, load_directory, validate_directory
@@ -15,6 +15,7 @@ from uwf.metadata._models import (
     SecretRef,
     StepSpec,
     TenantSpec,
+    TriggerSpec,
     UpdateRecordStep,
     ValueMapSpec,
     WorkflowSpec,
@@ -36,6 +37,7 @@ __all__ = [
     "SecretRef",
     "StepSpec",
     "TenantSpec",
+    "TriggerSpec",
     "UpdateRecordStep",
     "ValueMapSpec",
     "WorkflowSpec",

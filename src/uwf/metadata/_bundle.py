@@ -17,6 +17,7 @@ from uwf.metadata._models import (
     ConnectorDocument,
     Document,
     TenantSpec,
+    TriggerSpec,
     ValueMapSpec,
     WorkflowSpec,
 )
@@ -24,7 +25,14 @@ from uwf.metadata._models import (
 __all__ = ["MetadataBundle"]
 
 _DOCUMENT = TypeAdapter(Document)
-_KIND_ORDER = {"connector": 0, "tenant": 1, "connection": 2, "value_map": 3, "workflow": 4}
+_KIND_ORDER = {
+    "connector": 0,
+    "tenant": 1,
+    "connection": 2,
+    "value_map": 3,
+    "workflow": 4,
+    "trigger": 5,
+}
 
 
 @dataclass(frozen=True)
@@ -32,7 +40,8 @@ class MetadataBundle:
     """Every document of one metadata version, indexed for the engine and the API."""
 
     documents: tuple[
-        TenantSpec | ConnectionSpec | WorkflowSpec | ValueMapSpec | ConnectorDocument, ...
+        TenantSpec | ConnectionSpec | WorkflowSpec | ValueMapSpec | ConnectorDocument | TriggerSpec,
+        ...,
     ]
     tenants: dict[str, TenantSpec] = field(init=False, repr=False)
     connections: dict[str, ConnectionSpec] = field(init=False, repr=False)
@@ -61,6 +70,15 @@ class MetadataBundle:
 
     def workflow_names(self, tenant: str) -> list[str]:
         return sorted(name for (t, name) in self.workflows if t == tenant)
+
+    def triggers_for(self, tenant: str, connection: str) -> list[TriggerSpec]:
+        """The triggers bound to one webhook endpoint, in the order they are tried (by name)."""
+        found = (
+            d
+            for d in self.documents
+            if isinstance(d, TriggerSpec) and d.tenant == tenant and d.connection == connection
+        )
+        return sorted(found, key=lambda d: d.name)
 
     def value_maps_for(self, tenant: str) -> dict[str, ValueMap]:
         """The value maps a tenant's expressions may use: shared ones, then its own."""

@@ -29,6 +29,7 @@ from uwf.metadata._models import (
     Document,
     LookupStep,
     TenantSpec,
+    TriggerSpec,
     UpdateRecordStep,
     ValueMapSpec,
     WorkflowSpec,
@@ -43,6 +44,7 @@ _MODELS_BY_TAG: dict[str, type[BaseModel]] = {
     "workflow": WorkflowSpec,
     "value_map": ValueMapSpec,
     "connector": ConnectorDocument,
+    "trigger": TriggerSpec,
     "lookup": LookupStep,
     "update_record": UpdateRecordStep,
     "create_record": CreateRecordStep,
@@ -195,7 +197,7 @@ def _parse_document(data: Any, origin: _Origin, problems: list[Problem]) -> Any:
         return None
 
 
-_DOCUMENT_KINDS = ("tenant", "connection", "workflow", "value_map", "connector")
+_DOCUMENT_KINDS = ("tenant", "connection", "workflow", "value_map", "connector", "trigger")
 
 
 def _clean_location(data: Any, loc: tuple[Any, ...]) -> tuple[str | int, ...]:
@@ -273,7 +275,7 @@ def check_bundle(bundle: MetadataBundle, origin_of: Any = lambda doc: None) -> l
     seen: dict[tuple[str, ...], Any] = {}
     for doc in bundle.documents:
         key: tuple[str, ...] = (doc.kind, _name(doc))
-        if doc.kind in ("workflow", "value_map"):
+        if doc.kind in ("workflow", "value_map", "trigger"):
             key = (doc.kind, getattr(doc, "tenant", None) or "", _name(doc))
         if key in seen:
             field = "id" if doc.kind == "connector" else "name"
@@ -319,6 +321,7 @@ def check_bundle(bundle: MetadataBundle, origin_of: Any = lambda doc: None) -> l
 
     for wf in bundle.workflows.values():
         _check_workflow(bundle, wf, report)
+    _check_triggers(bundle, report)
     return problems
 
 
@@ -392,7 +395,7 @@ def _check_workflow(bundle: MetadataBundle, wf: WorkflowSpec, report: Any) -> No
 
 
 def _check_value(
-    wf: WorkflowSpec,
+    wf: WorkflowSpec | TriggerSpec,
     path: tuple[str | int, ...],
     value: Any,
     earlier: list[str],
@@ -427,3 +430,51 @@ def _check_value(
                 )
     for name in sorted(names - set(value_maps)):
         report(wf, path, f"unknown value map '{name}'", _known(value_maps))
+
+
+# -- triggers -----------------------------------------------------------------------------------
+
+
+def _check_triggers(bundle: MetadataBundle, report: Any) -> None:
+    """A trigger names its tenant's connection and workflow; its expressions compile; the
+    triggers of one endpoint agree on how deliveries are verified (they share one URL)."""
+    first_of_endpoint: dict[tuple[str, str], TriggerSpec] = {}
+    # By name, the order the endpoint tries them in: the first one's scheme is the endpoint's.
+    triggers = sorted((d for d in bundle.documents if isinstance(d, TriggerSpec)), key=_name)
+    for trigger in triggers:
+        if trigger.tenant not in bundle.tenants:
+            report(
+                trigger, ("tenant",), f"unknown tenant '{trigger.tenant}'", _known(bundle.tenants)
+            )
+            continue  # its connection and workflow cannot be found either: one problem is enough
+        conn = bundle.connections.get(trigger.connection)
+        if conn is None or conn.tenant != trigger.tenant:
+            report(
+                trigger,
+                ("connection",),
+                f"unknown connection '{trigger.connection}' for tenant '{trigger.tenant}'",
+                _known(c.name for c in bundle.connections.values() if c.tenant == trigger.tenant),
+            )
+        if bundle.workflow(trigger.tenant, trigger.workflow) is None:
+            report(
+                trigger,
+                ("workflow",),
+                f"unknown workflow '{trigger.workflow}' for tenant '{trigger.tenant}'",
+                _known(bundle.workflow_names(trigger.tenant)),
+            )
+        value_maps = bundle.value_maps_for(trigger.tenant)
+        if trigger.event is not None:
+            _check_value(trigger, ("event",), trigger.event, [], value_maps, report, condition=True)
+        _check_value(trigger, ("input",), trigger.input, [], value_maps, report)
+        endpoint = (trigger.tenant, trigger.connection)
+        first = first_of_endpoint.setdefault(endpoint, trigger)
+        for field in ("scheme", "secret", "organization_id"):
+            if getattr(trigger, field) != getattr(first, field):
+                report(
+                    trigger,
+                    (field,),
+                    f"differs from trigger '{first.name}' on the same endpoint "
+                    f"/v1/webhooks/{trigger.tenant}/{trigger.connection}",
+                    "triggers of one connection share one URL, so they share scheme, secret "
+                    "and organization_id",
+                )

@@ -33,6 +33,7 @@ __all__ = [
     "SecretRef",
     "StepSpec",
     "TenantSpec",
+    "TriggerSpec",
     "UpdateRecordStep",
     "ValueMapSpec",
     "WorkflowSpec",
@@ -275,8 +276,65 @@ class ConnectorDocument(ConnectorSpec):
     kind: Literal["connector"]
 
 
+# -- triggers: inbound webhooks that start workflows (docs/webhooks.md) ------------------------
+
+
+class TriggerSpec(_Doc):
+    """An inbound webhook that starts a workflow when a verified event arrives.
+
+    Events reach `POST /v1/webhooks/{tenant}/{connection}`. They are checked the way `scheme`
+    says, with `secret`; the first trigger of that endpoint (by name) whose `event` condition
+    holds starts `workflow` with `input`, evaluated over `{event: …}`.
+
+    Example:
+        `{kind: trigger, name: vip_escalation, tenant: acme, connection: acme-zendesk,
+        scheme: zendesk, secret: {env: ACME_ZENDESK_WEBHOOK_SECRET}, workflow: escalate_case,
+        input: {case_id: "{{ event.detail.id }}", priority: P1}}`
+    """
+
+    kind: Literal["trigger"]
+    name: str = Field(pattern=WORKFLOW_NAME)
+    tenant: str
+    description: str | None = None
+    connection: str = Field(
+        description="The tenant's connection whose CRM sends the events; the endpoint is "
+        "/v1/webhooks/<tenant>/<connection>"
+    )
+    scheme: Literal["hubspot_v3", "zendesk", "hmac", "salesforce_outbound"] = Field(
+        description="How deliveries are verified: HubSpot signature v3, Zendesk webhook "
+        "signature, UWF's shared-secret HMAC (X-UWF-Signature), or a Salesforce outbound "
+        "message's organisation id plus a shared token"
+    )
+    secret: SecretRef = Field(
+        description="HubSpot: the app's client secret; Zendesk: the webhook's signing secret; "
+        "hmac: the shared secret; salesforce_outbound: the token in the endpoint URL"
+    )
+    organization_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$",
+        description="salesforce_outbound only: the org id (00D…) messages must come from",
+    )
+    event: str | None = Field(
+        default=None,
+        description="JMESPath condition over `event`; events for which it is false are ignored",
+    )
+    workflow: str = Field(description="The tenant's workflow the event starts")
+    input: dict[str, Any] = Field(
+        description="The workflow's input: templates over `event`, e.g. "
+        '`case_id: "{{ event.detail.id }}"`; a value that comes out null is left out'
+    )
+
+    @model_validator(mode="after")
+    def _organization_for_salesforce(self) -> TriggerSpec:
+        if (self.scheme == "salesforce_outbound") != (self.organization_id is not None):
+            raise ValueError(
+                "`organization_id` is required with scheme salesforce_outbound, and only there"
+            )
+        return self
+
+
 Document = Annotated[
-    TenantSpec | ConnectionSpec | WorkflowSpec | ValueMapSpec | ConnectorDocument,
+    TenantSpec | ConnectionSpec | WorkflowSpec | ValueMapSpec | ConnectorDocument | TriggerSpec,
     Field(discriminator="kind"),
 ]
 
