@@ -146,7 +146,9 @@ async def test_the_canonical_workflow_lands_in_the_crm(tenant: Tenant) -> None:
     record = await _read_case(tenant, ran["executor"], case_id)
     expected_priority = tenant.bundle.value_maps_for(tenant.name)["case_priority"].lookup("P1")
     alice = runs["owner"].output
-    assert str(record["priority"]) == str(expected_priority)
+    # The CRM's own value beside the canonical one, which is the same on every CRM.
+    assert str(record["priority_native"]) == str(expected_priority)
+    assert record["priority"] in ("high", "urgent")
     assert str(record["owner_id"]) == str(alice["id"])
     assert alice["email"].lower() == "alice@acme.test"
     assert str(record["id"]) == str(case_id)

@@ -156,7 +156,8 @@ async def test_escalation_sets_priority_owner_and_one_internal_note(
     execution = await harness.store.get_execution(eid)
     assert execution is not None
     assert execution.status == "succeeded", execution.error
-    assert execution.output == {"case_id": case_id, "priority": 1, "owner_id": carol}
+    # The output is canonical: Dataverse's prioritycode 1 reads as `high` on every CRM's terms.
+    assert execution.output == {"case_id": case_id, "priority": "high", "owner_id": carol}
     runs = {r.step_id: r for r in await harness.store.step_runs(eid)}
     assert [(s, r.status, r.attempts) for s, r in runs.items()] == [
         ("owner", "succeeded", 1),
@@ -227,7 +228,13 @@ async def test_a_dataverse_validation_error_fails_the_execution_with_its_message
     harness: Harness, crm: Crm, metadata_dir: Path
 ) -> None:
     tenant = metadata_dir / "contoso.yaml"
-    tenant.write_text(tenant.read_text().replace("P4: 3", "P4: 7"))  # not a prioritycode option
+    # 7 is not a prioritycode option, though the tenant's field mapping says it is.
+    mapping = (
+        "connector: dynamics\nfield_mappings:\n  case:\n    priority: {native: prioritycode, "
+        "type: enum, values: {low: 7, normal: 2, high: 1, urgent: 1}}\n"
+    )
+    text = tenant.read_text().replace("P4: 3", "P4: 7")
+    tenant.write_text(text.replace("connector: dynamics\n", mapping))
     harness.version, _ = await harness.store.apply_metadata(load_directory(metadata_dir), "bad")
     case_id = guid("incident", 2)
     eid = (

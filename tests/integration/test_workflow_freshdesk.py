@@ -69,8 +69,14 @@ def metadata_dir(tmp_path: Path) -> Path:
     hooli = directory / "hooli.yaml"
     text = hooli.read_text()
     assert "timeout_seconds: 20\n" in text
-    # P4 → 7 is not a Freshdesk priority: it makes the CRM refuse the update (a 400).
+    # P4 → 7 is not a Freshdesk priority, though the field mapping claims it is: it makes the
+    # CRM refuse the update (a 400).
     text = fast_retries(text).replace("P4: 1\n", "P4: 7\n")
+    text = text.replace(
+        "connector: freshdesk\n",
+        "connector: freshdesk\nfield_mappings:\n  case:\n    priority: {native: priority, "
+        "type: enum, values: {low: 7, normal: 2, high: 3, urgent: 4}}\n",
+    )
     hooli.write_text(text)
     (directory / "hooli_note_only.yaml").write_text(NOTE_ONLY)
     (directory / "hooli_open_case.yaml").write_text(OPEN_CASE)
@@ -126,7 +132,7 @@ async def test_escalation_lands_in_freshdesk(harness: Harness) -> None:
     execution = await harness.execute("escalate_case", data)
 
     assert execution.status == "succeeded", execution.error
-    assert execution.output == {"case_id": 1123, "priority": 4, "owner_id": BOB}
+    assert execution.output == {"case_id": 1123, "priority": "urgent", "owner_id": BOB}
     runs = await harness.store.step_runs(execution.id)
     assert [(r.step_id, r.status, r.attempts) for r in runs] == [
         ("owner", "succeeded", 1),

@@ -163,7 +163,7 @@ async def test_escalation_lands_priority_owner_and_one_internal_note(harness: Ha
     runs = {r.step_id: r for r in await harness.store.step_runs(eid)}
     assert execution is not None
     assert execution.status == "succeeded", execution.error
-    assert execution.output == {"case_id": 1123, "priority": "HIGH", "owner_id": BOB}
+    assert execution.output == {"case_id": 1123, "priority": "high", "owner_id": BOB}
     assert [(r.step_id, r.status, r.attempts) for r in runs.values()] == [
         ("owner", "succeeded", 1),
         ("set_priority", "succeeded", 1),
@@ -228,7 +228,13 @@ async def test_crm_validation_error_fails_with_hubspots_message(
     harness: Harness, metadata_dir: Path
 ) -> None:
     path = metadata_dir / "umbrella.yaml"
-    path.write_text(path.read_text().replace("P4: LOW\n", "P4: LOWEST\n"))
+    # The tenant's field mapping claims LOWEST is a priority; HubSpot says it is not.
+    mapping = (
+        "connector: hubspot\nfield_mappings:\n  case:\n    priority: {native: hs_ticket_priority, "
+        "type: enum, values: {low: LOWEST, normal: MEDIUM, high: HIGH, urgent: URGENT}}\n"
+    )
+    text = path.read_text().replace("P4: LOW\n", "P4: LOWEST\n")
+    path.write_text(text.replace("connector: hubspot\n", mapping))
     harness.version, _ = await harness.store.apply_metadata(load_directory(metadata_dir), "bad")
     eid = await harness.submit("escalate_case", {"case_id": 1124, "priority": "P4"})
     await harness.run()

@@ -141,7 +141,7 @@ async def test_escalation_lands_in_salesforce(harness: Harness) -> None:
     assert (after["Priority"], after["OwnerId"]) == ("High", bob["Id"])
     [note] = harness.notes(after["Id"])
     assert note["CommentBody"] == "Escalated: VIP customer"
-    assert execution.output == {"case_id": QUICKSTART, "priority": "High", "owner_id": bob["Id"]}
+    assert execution.output == {"case_id": QUICKSTART, "priority": "high", "owner_id": bob["Id"]}
     runs = {r.step_id: r for r in await harness.store.step_runs(eid)}
     assert runs["owner"].output["email"] == "bob@acme.test"  # the canonical user record
     assert runs["set_priority"].request is not None
@@ -183,9 +183,15 @@ async def test_lost_note_response_is_verified_not_sent_twice(sqlite_harness: Har
 async def test_validation_error_fails_with_salesforces_message(
     sqlite_harness: Harness, metadata_dir: Path
 ) -> None:
-    # A tenant maps P4 to a value the org's restricted Priority picklist does not have.
+    # A tenant maps P4 to a value the org's restricted Priority picklist does not have, and
+    # its field mapping claims the picklist has it: only Salesforce can say no.
     conn = metadata_dir / "globex.yaml"
-    conn.write_text(conn.read_text().replace("P4: Low", "P4: Lowest"))
+    mapping = (
+        "connector: salesforce\nfield_mappings:\n  case:\n    priority: {native: Priority, "
+        "type: enum, values: {low: Lowest, normal: Medium, high: High, urgent: High}}\n"
+    )
+    text = conn.read_text().replace("P4: Low", "P4: Lowest")
+    conn.write_text(text.replace("connector: salesforce\n", mapping))
     sqlite_harness.version, _ = await sqlite_harness.store.apply_metadata(
         load_directory(metadata_dir), "bad value map"
     )

@@ -169,7 +169,7 @@ async def test_escalation_lands_in_servicenow(harness: Harness) -> None:
     assert harness.work_notes(quickstart["sys_id"]) == ["Escalated: CFO cannot work"]
     assert execution.output == {
         "case_id": quickstart["sys_id"],
-        "priority": "1",
+        "priority": "urgent",
         "owner_id": bob["sys_id"],
     }
     runs = {r.step_id: r for r in await harness.store.step_runs(eid)}

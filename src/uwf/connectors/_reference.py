@@ -13,6 +13,7 @@ from uwf.connectors.spec import (
     AuthTemplateSpec,
     ConnectorSpec,
     ErrorSpec,
+    FieldSpec,
     LimitsSpec,
     ObjectSpec,
     OperationSpec,
@@ -26,6 +27,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     ConnectorSpec,
     AuthTemplateSpec,
     ObjectSpec,
+    FieldSpec,
     OperationSpec,
     VerifySpec,
     ErrorSpec,
@@ -37,7 +39,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
 def _type(annotation: Any) -> str:
     text = annotation if isinstance(annotation, str) else repr(annotation)
     text = re.sub(r"<class '([^']+)'>", r"\1", text)
-    text = re.sub(r"typing\.|uwf\.connectors\.spec\.", "", text)
+    text = re.sub(r"typing\.|uwf\.connectors\.(spec|_fields)\.", "", text)
     return text.replace("|", "or").replace("NoneType", "None")
 
 

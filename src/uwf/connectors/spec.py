@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from uwf.connectors._fields import FieldSpec, FieldType, native_path_expression, place_native
 from uwf.errors import ExpressionError
 from uwf.mapping import Expression, compile_expression, compile_value
 
@@ -33,6 +34,8 @@ __all__ = [
     "OPERATIONS",
     "ConnectorSpec",
     "ErrorSpec",
+    "FieldSpec",
+    "FieldType",
     "LimitsSpec",
     "ObjectSpec",
     "OperationName",
@@ -131,28 +134,73 @@ class OperationSpec(_Spec):
 
 
 class ObjectSpec(_Spec):
-    """An object of the CRM, named canonically (case, user, …), and its operations.
+    """An object of the CRM, named canonically (case, comment, user, account, contact, …).
 
     `fields` maps canonical field names a workflow writes (`priority`, `owner_id`, …) to the
-    CRM's own; names it does not list pass through unchanged, so custom fields work as they
-    are. `record` reads canonical fields out of a native record (JMESPath each); a step's
-    output is then the canonical fields plus `native`, the record as the CRM returned it.
+    CRM's own: a plain string is the native name; a `FieldSpec` adds a type (writes are coerced,
+    errors name the field and the value) and, for enums, the canonical values with the CRM's
+    spelling of each. Names it does not list pass through unchanged, so a CRM's own fields work
+    as written. `record` reads canonical fields out of a native record (JMESPath each); a
+    step's output is then the canonical fields plus `native`, the record as the CRM returned
+    it, and for every enum field the CRM's own value beside the canonical one
+    (`priority_native`).
     """
 
     description: str | None = Field(default=None, description="What the object is")
     native_name: str | None = Field(default=None, description="The CRM's name for the object")
-    fields: dict[str, str] = Field(default_factory=dict)
-    record: dict[str, str] = Field(default_factory=dict)
+    fields: dict[str, str | FieldSpec] = Field(
+        default_factory=dict,
+        description="Canonical field → native name, or a `FieldSpec` (native, type, values)",
+    )
+    record: dict[str, str] = Field(
+        default_factory=dict,
+        description="Canonical field → JMESPath reading it from a native record",
+    )
+    record_fields: str | None = Field(
+        default=None,
+        description="JMESPath to where a native record keeps its fields, when not at its top "
+        "(HubSpot: `properties`); fields with no `record` entry are read from there",
+    )
     operations: dict[OperationName, OperationSpec] = Field(
         description="Canonical operation → HTTP request"
     )
 
     @cached_property
+    def field_specs(self) -> dict[str, FieldSpec]:
+        """Every mapped field as a `FieldSpec` (a plain name becomes an untyped one)."""
+        return {
+            name: spec if isinstance(spec, FieldSpec) else FieldSpec(native=spec)
+            for name, spec in self.fields.items()
+        }
+
+    @cached_property
     def compiled_record(self) -> dict[str, Expression]:
-        return {name: compile_expression(expr) for name, expr in self.record.items()}
+        compiled = {name: compile_expression(expr) for name, expr in self.record.items()}
+        if self.record:
+            # Typed fields the record view does not name (custom fields) are read too.
+            for name, spec in self.field_specs.items():
+                if spec.read is not None:
+                    compiled[name] = compile_expression(spec.read)
+                elif name not in compiled and isinstance(self.fields[name], FieldSpec):
+                    path = native_path_expression(spec.native, self.record_fields)
+                    compiled[name] = compile_expression(path)
+        return compiled
 
     def to_native(self, fields: dict[str, Any]) -> dict[str, Any]:
-        return {self.fields.get(name, name): value for name, value in fields.items()}
+        """The fields to send: native names, coerced values (enums in the CRM's spelling).
+
+        Raises:
+            ExpressionError: a value cannot be converted to its field's type; the message
+                names the field and the value.
+        """
+        out: dict[str, Any] = {}
+        for name, value in fields.items():
+            spec = self.field_specs.get(name)
+            if spec is None:
+                out[name] = value
+            else:
+                place_native(out, spec.native, spec.to_native(name, value))
+        return out
 
     def to_canonical(self, record: Any) -> Any:
         """The canonical view of one native record (or of each, for a list)."""
@@ -163,8 +211,27 @@ class ObjectSpec(_Spec):
         if not isinstance(record, dict):
             return record
         view = {name: expr.evaluate(record) for name, expr in self.compiled_record.items()}
+        for name, spec in self.field_specs.items():
+            if spec.type == "enum" and name in view:
+                view[f"{name}_native"] = view[name]
+                view[name] = spec.to_canonical(view[name])
         view["native"] = record
         return view
+
+    def with_fields(
+        self, custom: dict[str, FieldSpec], overrides: dict[str, FieldSpec]
+    ) -> ObjectSpec:
+        """This object with a tenant's custom fields added and some mappings replaced.
+
+        An override replaces the spec's mapping of that field, and its reading too: the
+        record view then reads the field where the override says it lives.
+        """
+        if not custom and not overrides:
+            return self
+        fields: dict[str, str | FieldSpec] = {**self.fields, **custom, **overrides}
+        record = {k: v for k, v in self.record.items() if k not in overrides}
+        data = {name: getattr(self, name) for name in type(self).model_fields}
+        return ObjectSpec(**{**data, "fields": fields, "record": record})
 
 
 class ErrorSpec(_Spec):
@@ -296,6 +363,24 @@ class ConnectorSpec(_Spec):
             except ExpressionError as exc:
                 raise ValueError(f"{where}: {exc.message}") from None
         return self
+
+    def customized(
+        self,
+        custom_fields: dict[str, dict[str, FieldSpec]],
+        field_mappings: dict[str, dict[str, FieldSpec]],
+    ) -> ConnectorSpec:
+        """This spec as one connection sees it: its custom fields added, its mappings applied.
+
+        Both are keyed by object, then canonical field name; objects the spec does not have
+        are left to metadata validation to report.
+        """
+        if not custom_fields and not field_mappings:
+            return self
+        objects = {
+            name: obj.with_fields(custom_fields.get(name, {}), field_mappings.get(name, {}))
+            for name, obj in self.objects.items()
+        }
+        return self.model_copy(update={"objects": objects})
 
     def operation(self, obj: str, op: str) -> OperationSpec | None:
         spec = self.objects.get(obj)

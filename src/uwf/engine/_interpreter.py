@@ -204,7 +204,13 @@ class Interpreter:
         # `now` is fixed for this attempt, so a re-sent request carries the same time.
         op_context = {**inputs, "step_key": step_key, "now": _iso_now()}
         if isinstance(inputs.get("fields"), dict):
-            op_context["fields"] = obj.to_native(inputs["fields"])
+            try:
+                op_context["fields"] = obj.to_native(inputs["fields"])
+            except ExpressionError as exc:
+                # A value its field's type cannot take: nothing is sent, the step fails.
+                run.status, run.error, run.finished_at = "failed", _error(exc), utcnow()
+                await self._save(execution.id, owner, run)
+                return fail("failed", "mapping", exc.message)
         # Records come back in the canonical shape (plus `native`); comments as the CRM sends them.
         canonical = obj.to_canonical if operation_name != "add_comment" else _same
         if run.status in ("sending", "outcome_unknown") and not operation.is_idempotent:

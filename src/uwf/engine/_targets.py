@@ -43,6 +43,9 @@ class TargetResolver:
         spec = bundle.connectors.get(connection.connector)
         if spec is None:
             raise FatalError(f"unknown connector '{connection.connector}'")
+        # The connection's custom fields and mappings belong to this metadata version, so the
+        # next version's executions see a change at once (targets are cached per version).
+        spec = spec.customized(connection.custom_fields, connection.field_mappings)
 
         def substitute(match: re.Match[str]) -> str:
             scheme, value = match.group(1), match.group(2)

@@ -12,7 +12,7 @@ import jsonschema
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from uwf.connectors import builtin_connectors
+from uwf.connectors import ConnectorSpec, builtin_connectors
 from uwf.errors import ExpressionError, MetadataError
 from uwf.mapping import compile_expression, compile_value, referenced_value_maps
 from uwf.metadata._bundle import MetadataBundle, _name
@@ -301,6 +301,8 @@ def check_bundle(bundle: MetadataBundle, origin_of: Any = lambda doc: None) -> l
                 f"connector '{conn.connector}' does not support auth '{conn.auth.type}'",
                 _known(connector.auth),
             )
+        if connector is not None:
+            _check_connection_fields(conn, connector, report)
         for scheme, value in _INTERPOLATION.findall(conn.base_url):
             if scheme not in ("sandbox", "env"):
                 report(
@@ -323,6 +325,46 @@ def check_bundle(bundle: MetadataBundle, origin_of: Any = lambda doc: None) -> l
         _check_workflow(bundle, wf, report)
     _check_triggers(bundle, report)
     return problems
+
+
+def _check_connection_fields(conn: ConnectionSpec, connector: ConnectorSpec, report: Any) -> None:
+    """Custom fields must be new names, mappings must replace existing ones, on real objects."""
+    for key, fields_by_object in (
+        ("custom_fields", conn.custom_fields),
+        ("field_mappings", conn.field_mappings),
+    ):
+        for obj_name, fields in fields_by_object.items():
+            obj = connector.objects.get(obj_name)
+            if obj is None:
+                report(
+                    conn,
+                    (key, obj_name),
+                    f"connector '{connector.id}' has no object '{obj_name}'",
+                    _known(connector.objects),
+                )
+                continue
+            known = set(obj.fields) | set(obj.record)
+            for name, spec in fields.items():
+                if key == "custom_fields" and name in known:
+                    report(
+                        conn,
+                        (key, obj_name, name),
+                        f"'{name}' is already a field of '{obj_name}' in connector "
+                        f"'{connector.id}'; change its mapping under field_mappings",
+                    )
+                elif key == "field_mappings" and name not in known:
+                    report(
+                        conn,
+                        (key, obj_name, name),
+                        f"'{obj_name}' has no field '{name}' in connector '{connector.id}'; "
+                        "add a new one under custom_fields",
+                        _known(sorted(known)),
+                    )
+                if spec.read is not None:
+                    try:
+                        compile_expression(spec.read)
+                    except ExpressionError as exc:
+                        report(conn, (key, obj_name, name, "read"), exc.message)
 
 
 def _check_workflow(bundle: MetadataBundle, wf: WorkflowSpec, report: Any) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from uwf.connectors import ConnectorSpec, LimitsSpec
+from uwf.connectors import ConnectorSpec, FieldSpec, LimitsSpec
 
 __all__ = [
     "AddCommentStep",
@@ -43,6 +43,12 @@ TENANT_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 CONNECTION_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 WORKFLOW_NAME = r"^[a-z][a-z0-9_]{0,62}$"
 STEP_ID = r"^[a-z][a-z0-9_]{0,62}$"
+CANONICAL_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+# Per object (`case`, `account`, …), canonical field name → how this account stores it.
+ObjectFields = dict[
+    Annotated[str, StringConstraints(pattern=CANONICAL_NAME)],
+    dict[Annotated[str, StringConstraints(pattern=CANONICAL_NAME)], FieldSpec],
+]
 
 
 class _Doc(BaseModel):
@@ -188,6 +194,16 @@ class ConnectionSpec(_Doc):
     retry: RetrySpec = Field(default_factory=RetrySpec)
     limits: LimitsSpec | None = Field(
         default=None, description="This account's budget; default: the connector's"
+    )
+    custom_fields: ObjectFields = Field(
+        default_factory=dict,
+        description="This account's own fields, per object: canonical name → native name, "
+        "type and values, e.g. `case: {escalated: {native: SL_Escalated__c, type: boolean}}`",
+    )
+    field_mappings: ObjectFields = Field(
+        default_factory=dict,
+        description="Per object, canonical fields this account maps differently from the "
+        "connector (another native field, other picklist values); replaces the connector's",
     )
 
 
