@@ -28,7 +28,9 @@ from uwf.sandboxes._common import Json
 from uwf.sandboxes._store import get_meta, next_id
 
 __all__ = [
+    "ACCOUNTS",
     "API_VERSION",
+    "CONTACTS",
     "INTEGRATION_USERNAME",
     "OBJECTS",
     "ORG_ID",
@@ -231,6 +233,11 @@ _CASE = SObjectDef("Case", "Case", "Cases", "500", (
              unique=True),
     FieldDef("Legacy_Ref__c", "Legacy Reference", "string", 40, external_id=True,
              id_lookup=True),
+    # A service-level team's own fields, the kind a tenant maps as custom fields.
+    FieldDef("SL_Escalated__c", "Escalated (Service Level)", "boolean", nillable=False,
+             default=False),
+    FieldDef("SL_Severity__c", "Severity (Service Level)", "picklist", 255,
+             values=("Sev1", "Sev2", "Sev3"), restricted=True),
 ), writable=True)  # fmt: skip
 _COMMENT = SObjectDef("CaseComment", "Case Comment", "Case Comments", "00a", (
     _ro("Id", "Case Comment ID", "id", length=18),
@@ -267,9 +274,37 @@ _GROUP = SObjectDef("Group", "Group", "Groups", "00G", (
     _ro("Email", "Email", "email", length=255),
     *_system(owner=False),
 ), writable=False)  # fmt: skip
-OBJECTS: dict[str, SObjectDef] = {o.name.lower(): o for o in (_CASE, _COMMENT, _USER, _GROUP)}
+_INDUSTRIES = ("Manufacturing", "Technology", "Retail", "Finance", "Energy")
+_ACCOUNT = SObjectDef("Account", "Account", "Accounts", "001", (
+    _ro("Id", "Account ID", "id", length=18),
+    _ro("IsDeleted", "Deleted", "boolean"),
+    FieldDef("Name", "Account Name", "string", 255, nillable=False, id_lookup=False),
+    FieldDef("AccountNumber", "Account Number", "string", 40),
+    FieldDef("Phone", "Account Phone", "phone", 40),
+    FieldDef("Website", "Website", "url", 255),
+    FieldDef("Industry", "Industry", "picklist", 255, values=_INDUSTRIES),
+    FieldDef("BillingCountry", "Billing Country", "string", 80),
+    FieldDef("Description", "Account Description", "textarea", 32000),
+    *_system(),
+), writable=True)  # fmt: skip
+_CONTACT = SObjectDef("Contact", "Contact", "Contacts", "003", (
+    _ro("Id", "Contact ID", "id", length=18),
+    _ro("IsDeleted", "Deleted", "boolean"),
+    _ref("AccountId", "Account ID", ("Account",), "Account"),
+    FieldDef("FirstName", "First Name", "string", 40),
+    FieldDef("LastName", "Last Name", "string", 80, nillable=False),
+    _ro("Name", "Full Name", "string", length=121),
+    FieldDef("Email", "Email", "email", 80, id_lookup=True),
+    FieldDef("Phone", "Business Phone", "phone", 40),
+    FieldDef("MobilePhone", "Mobile Phone", "phone", 40),
+    FieldDef("Title", "Title", "string", 128),
+    *_system(),
+), writable=True)  # fmt: skip
+OBJECTS: dict[str, SObjectDef] = {
+    o.name.lower(): o for o in (_CASE, _COMMENT, _USER, _GROUP, _ACCOUNT, _CONTACT)
+}
 _BY_PREFIX = {o.prefix: o for o in OBJECTS.values()}
-_PREFIXES = {"Contact": "003", "Account": "001", "Asset": "02i"}
+_PREFIXES = {"Asset": "02i"}
 _PREFIXES.update({o.name: o.prefix for o in OBJECTS.values()})
 
 SCHEMA = """
@@ -406,7 +441,9 @@ def _save(conn: sqlite3.Connection, obj: SObjectDef, data: Json) -> None:
 
 
 def _derive(obj: SObjectDef, data: Json, now: float) -> None:
-    """Fields Salesforce computes from others: a Closed status closes the case."""
+    """Fields Salesforce computes from others: a Closed status closes the case; Name."""
+    if obj.name == "Contact":
+        data["Name"] = " ".join(p for p in (data.get("FirstName"), data.get("LastName")) if p)
     if obj.name == "Case":
         closed = data.get("Status") == "Closed"
         data["ClosedDate"] = (data.get("ClosedDate") or sf_datetime(now)) if closed else None
@@ -521,7 +558,7 @@ def _reference(conn: sqlite3.Connection, f: FieldDef, text: str) -> str:
         message = f"{f.label}: id value of incorrect type: {text}"
         raise SalesforceError(400, "MALFORMED_ID", message, [f.name])
     if ref[:3] not in _BY_PREFIX:
-        return ref  # Contacts, Accounts, Assets are not emulated: any well-formed id is taken
+        return ref  # Assets are not emulated: any well-formed id is taken
     found = load(conn, ref)
     if found is None:
         raise SalesforceError(
@@ -596,6 +633,17 @@ _TOPICS = ("Generator will not start", "Noise from the GC3040 unit", "Installati
            "Performance below specification", "Feedback on the new controller")  # fmt: skip
 
 
+# Customer accounts and their contacts (Account 1 is Initech, whose people write in).
+ACCOUNTS = (("Initech", "United States"), ("Umbrella Corporation", "United Kingdom"),
+            ("Hooli", "United States"), ("Vandelay Industries", "United States"),
+            ("Soylent Corp", "Germany"))  # fmt: skip
+CONTACTS = (("Peter", "Gibbons", "peter@initech.test", 1),
+            ("Samir", "Nagheenanajar", "samir@initech.test", 1),
+            ("Alice", "Wesker", "alice@umbrella.test", 2),
+            ("Gavin", "Belson", "gavin@hooli.test", 3),
+            ("Art", "Vandelay", "art@vandelay.test", 4))  # fmt: skip
+
+
 def seed(conn: sqlite3.Connection) -> None:
     """Users, a queue, 250 cases (``00001001``–``00001250``) and some comments, all from ids."""
     users = [sf_id("005", n) for n, *_ in USERS]
@@ -612,6 +660,21 @@ def seed(conn: sqlite3.Connection) -> None:
               "FederationIdentifier": None, **system})  # fmt: skip
     _save(conn, _GROUP, {"Id": _QUEUE_ID, "Name": "Tier 1 Support", "Type": "Queue",
           "DeveloperName": "Tier_1_Support", "Email": "tier1@globex.test", **system})  # fmt: skip
+    for n, (name, country) in enumerate(ACCOUNTS, start=1):
+        account: Json = {f.name: False if f.type == "boolean" else None for f in _ACCOUNT.fields}
+        account.update({"Id": sf_id("001", n), "Name": name, "OwnerId": users[2],
+                        "AccountNumber": f"ACC-{1000 + n}", "Industry": _INDUSTRIES[n % 5],
+                        "BillingCountry": country, "Phone": f"+44 20 7946 {n:04d}",
+                        **system})  # fmt: skip
+        _save(conn, _ACCOUNT, account)
+    for n, (first, last, email, account_n) in enumerate(CONTACTS, start=1):
+        contact: Json = {f.name: False if f.type == "boolean" else None for f in _CONTACT.fields}
+        contact.update({"Id": sf_id("003", n), "FirstName": first, "LastName": last,
+                        "Email": email, "AccountId": sf_id("001", account_n),
+                        "Phone": f"+1 415 555 {n:04d}", "Title": "Customer",
+                        "OwnerId": users[2], **system})  # fmt: skip
+        _derive(_CONTACT, contact, _SEED_EPOCH)
+        _save(conn, _CONTACT, contact)
     agents = users[2:5]
     for i in range(1, 251):
         status = _STATUSES[i % 4] if i != 123 else "New"

@@ -23,6 +23,7 @@ __all__ = [
     "ADMIN_EMAIL",
     "AGENTS",
     "END_USERS",
+    "ESCALATED_FIELD",
     "GROUPS",
     "ORDER_FIELD",
     "PRIORITIES",
@@ -87,6 +88,8 @@ TOPICS = (  # (subject, tag, group id); seed ticket i uses TOPICS[i % 8]
     ("Feature request: dark mode", "feature", 3001),
 )
 ORDER_FIELD, REGION_FIELD = 360001, 360002  # custom ticket fields: text, tagger
+ESCALATED_FIELD = 360003  # custom ticket field: checkbox (true/false, never null once written)
+_CUSTOM_FIELDS = (ORDER_FIELD, REGION_FIELD, ESCALATED_FIELD)
 REGIONS = ("emea", "amer", "apac")
 _SEED_EPOCH = 1704067200  # 2024-01-01T00:00:00Z: seeded timestamps never change
 _MAX_ID = 2**63 - 1  # SQLite's INTEGER; larger ids cannot exist
@@ -157,7 +160,7 @@ _TICKET_COLUMNS = ("id", "external_id", "created_at", "updated_at", "type", "sub
 def ticket_json(row: Mapping[str, Any], base: str) -> Json:
     """A ``tickets`` row as Zendesk returns it; ``base`` prefixes the record URL."""
     custom = json.loads(row["custom_fields"])
-    fields = [{"id": f, "value": custom.get(str(f))} for f in (ORDER_FIELD, REGION_FIELD)]
+    fields = [{"id": f, "value": custom.get(str(f))} for f in _CUSTOM_FIELDS]
     return {
         "url": f"{base}/api/v2/tickets/{row['id']}.json",
         **{column: row[column] for column in _TICKET_COLUMNS},
@@ -220,6 +223,7 @@ def ticket_fields_json(base: str) -> list[Json]:
         field(7, "assignee", "Assignee"),
         field(ORDER_FIELD, "text", "Order number", regexp_for_validation=None),
         field(REGION_FIELD, "tagger", "Region", custom_field_options=regions),
+        field(ESCALATED_FIELD, "checkbox", "Escalated", tag="escalated"),
     ]
 
 
@@ -391,11 +395,13 @@ def _custom_fields(value: Any) -> dict[str, Any] | None:
         if not isinstance(item, dict) or not _is_id(item.get("id")):
             return None
         fid, val = item["id"], item.get("value")
-        if (fid == REGION_FIELD and val not in (None, *REGIONS)) or (
-            fid == ORDER_FIELD and not (val is None or isinstance(val, str))
+        if (
+            (fid == REGION_FIELD and val not in (None, *REGIONS))
+            or (fid == ORDER_FIELD and not (val is None or isinstance(val, str)))
+            or (fid == ESCALATED_FIELD and not isinstance(val, bool))
         ):
             return None
-        if fid in (ORDER_FIELD, REGION_FIELD):
+        if fid in _CUSTOM_FIELDS:
             result[str(fid)] = val
     return result
 
