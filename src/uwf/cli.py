@@ -13,6 +13,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from uwf._cli_admin import audit_command, cli_actor, keys_app
 from uwf.errors import UwfError
 from uwf.metadata import MetadataBundle
 from uwf.settings import Settings
@@ -30,6 +31,8 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(db_app, name="db")
 app.add_typer(connections_app, name="connections")
 app.add_typer(connectors_app, name="connectors")
+app.add_typer(keys_app, name="keys")
+app.command("audit")(audit_command)
 
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -157,14 +160,20 @@ def metadata_apply(
     directory: Annotated[Path, typer.Argument(help="A directory of metadata YAML files")],
 ) -> None:
     """Validate a metadata directory and store it as a new immutable version."""
-    from uwf.store import Store
+    from uwf.store import AuditEntry, Store
 
     bundle = _valid_bundle(directory)
+    audit = AuditEntry(
+        actor=cli_actor(),
+        actor_type="cli",
+        action="metadata.applied",
+        details={"digest": bundle.digest, "tenants": sorted(bundle.tenants)},
+    )
 
     async def go() -> tuple[int, bool]:
         store = await Store.open(Settings().resolved_database_url)
         try:
-            return await store.apply_metadata(bundle, str(directory))
+            return await store.apply_metadata(bundle, str(directory), audit=audit)
         finally:
             await store.close()
 
@@ -362,7 +371,7 @@ def executions_list(
 def executions_cancel(execution_id: Annotated[str, typer.Argument()]) -> None:
     """Cancel an execution: at once, or before its next step if a worker is running it."""
     from uwf.api import cancel_execution
-    from uwf.store import Store
+    from uwf.store import AuditEntry, Store
 
     async def go() -> str:
         store = await Store.open(Settings().resolved_database_url)
@@ -370,7 +379,13 @@ def executions_cancel(execution_id: Annotated[str, typer.Argument()]) -> None:
             found = await store.get_execution(execution_id)
             if found is None:
                 raise UwfError(f"no execution '{execution_id}'")
-            return (await cancel_execution(store, found.tenant, execution_id)).status
+            audit = AuditEntry(
+                actor=cli_actor(),
+                actor_type="cli",
+                action="execution.cancelled",
+                tenant=found.tenant,
+            )
+            return (await cancel_execution(store, found.tenant, execution_id, audit=audit)).status
         finally:
             await store.close()
 
@@ -396,7 +411,7 @@ def executions_replay(
     A running `uwf serve` or `uwf worker` runs them.
     """
     from uwf.api import replay_execution
-    from uwf.store import Store
+    from uwf.store import AuditEntry, Store
 
     async def go() -> list[str]:
         store = await Store.open(Settings().resolved_database_url)
@@ -412,6 +427,12 @@ def executions_replay(
                     execution_id,
                     from_step=from_step,
                     current_metadata=current_metadata,
+                    audit=AuditEntry(
+                        actor=cli_actor(),
+                        actor_type="cli",
+                        action="execution.replayed",
+                        tenant=found.tenant,
+                    ),
                 )
                 made.append(new.id)
             return made
@@ -478,7 +499,7 @@ def connections_reauth(
     name: Annotated[str, typer.Argument(help="Connection name")],
 ) -> None:
     """Forget a connection's OAuth token and its `needs_reauth` mark (after fixing it)."""
-    from uwf.store import Store
+    from uwf.store import AuditEntry, Store
 
     async def go() -> int:
         store = await Store.open(Settings().resolved_database_url)
@@ -486,6 +507,19 @@ def connections_reauth(
             rows = [r for r in await store.tokens.all() if r.key.split(":", 1)[0] == name]
             for row in rows:
                 await store.tokens.reset(row.key)
+            if rows:
+                active = await store.active_metadata()
+                connection = active[1].connections.get(name) if active else None
+                await store.audit.write(
+                    AuditEntry(
+                        actor=cli_actor(),
+                        actor_type="cli",
+                        action="credentials.changed",
+                        tenant=connection.tenant if connection else None,
+                        target=name,
+                        details={"change": "oauth token reset"},
+                    )
+                )
             return len(rows)
         finally:
             await store.close()

@@ -12,7 +12,7 @@ from uwf.engine import Executor
 from uwf.metadata import load_directory
 from uwf.sandboxes import SANDBOXES, sandbox_credentials
 from uwf.settings import Settings
-from uwf.store import Store
+from uwf.store import AuditEntry, Store
 
 __all__ = ["Service", "default_metadata_dir"]
 
@@ -49,8 +49,16 @@ class Service:
         if await store.active_metadata() is None:
             directory = default_metadata_dir(settings)
             if directory is not None:
+                bundle = load_directory(directory)
                 version, _ = await store.apply_metadata(
-                    load_directory(directory), f"first start: {directory}"
+                    bundle,
+                    f"first start: {directory}",
+                    audit=AuditEntry(
+                        actor="system:first-start",
+                        actor_type="system",
+                        action="metadata.applied",
+                        details={"digest": bundle.digest, "tenants": sorted(bundle.tenants)},
+                    ),
                 )
                 log.info("metadata applied", version=version, source=str(directory))
         executor = None

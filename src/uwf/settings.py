@@ -6,7 +6,7 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -42,6 +42,30 @@ class Settings(BaseSettings):
         default=10.0, ge=0, description="On shutdown, how long running executions may finish"
     )
     log_level: str = "info"
+    # Callers of the API (docs/security.md).
+    api_rate_limit: float = Field(
+        default=50.0, gt=0, description="Requests a second each caller may make, per process"
+    )
+    api_rate_burst: int = Field(default=100, ge=1, description="Requests a caller may burst")
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1, description="Largest request body")
+    api_max_json_depth: int = Field(default=32, ge=1, description="Deepest JSON nesting accepted")
+    oidc_issuer: str | None = Field(
+        default=None, description="Accept JWT bearer tokens of this OIDC issuer (`iss`)"
+    )
+    oidc_audience: str | None = Field(
+        default=None, description="The `aud` those tokens must carry; required with the issuer"
+    )
+    oidc_jwks_url: str | None = Field(
+        default=None, description="The issuer's JWKS; default: from its openid-configuration"
+    )
+    oidc_tenants_claim: str = "uwf_tenants"
+    oidc_scope_claim: str = "scope"
+
+    @model_validator(mode="after")
+    def _oidc_needs_audience(self) -> Settings:
+        if self.oidc_issuer and not self.oidc_audience:
+            raise ValueError("UWF_OIDC_ISSUER needs UWF_OIDC_AUDIENCE (the `aud` tokens carry)")
+        return self
 
     @cached_property
     def resolved_database_url(self) -> str:

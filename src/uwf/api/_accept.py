@@ -11,7 +11,7 @@ import jsonschema
 
 from uwf.errors import ConflictError, InputValidationError, NotFoundError
 from uwf.metadata import ConnectionSpec, MetadataBundle, WorkflowSpec
-from uwf.store import Execution, Store
+from uwf.store import AuditEntry, Execution, Store
 
 __all__ = [
     "accept_action",
@@ -40,10 +40,13 @@ async def accept_action(
     workflow_name: str,
     data: dict[str, Any],
     idempotency_key: str | None = None,
+    *,
+    audit: AuditEntry | None = None,
 ) -> tuple[Execution, bool]:
     """Validate an action against the active metadata and persist it as a queued execution.
 
     Returns the execution and whether it was created now (False: an idempotent repeat).
+    `audit` is recorded with the execution, in its transaction (a repeat records nothing).
 
     Raises:
         NotFoundError: unknown tenant.
@@ -72,6 +75,7 @@ async def accept_action(
         input=data,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        audit=audit,
     )
 
 
@@ -110,8 +114,12 @@ async def find_connection(
     return version, connection
 
 
-async def cancel_execution(store: Store, tenant: str, execution_id: str) -> Execution:
+async def cancel_execution(
+    store: Store, tenant: str, execution_id: str, *, audit: AuditEntry | None = None
+) -> Execution:
     """Cancel an execution (at once, or before its next step if a worker is running it).
+
+    `audit` is recorded once the cancellation (or the request for it) is stored.
 
     Raises:
         NotFoundError: no such execution for this tenant.
@@ -126,6 +134,10 @@ async def cancel_execution(store: Store, tenant: str, execution_id: str) -> Exec
         )
     cancelled = await store.cancel(execution_id, tenant, "cancelled on request")
     assert cancelled is not None
+    if audit is not None:
+        await store.audit.write(
+            replace(audit, target=execution_id, details={"status": cancelled.status})
+        )
     return cancelled
 
 
@@ -136,12 +148,14 @@ async def replay_execution(
     *,
     from_step: str | None = None,
     current_metadata: bool = False,
+    audit: AuditEntry | None = None,
 ) -> Execution:
     """A new execution with the same input, keeping the steps that already succeeded.
 
     Without `from_step` it resumes: steps that succeeded (or were skipped) are not run again
     (their outputs are copied), the rest run. With `from_step`, that step and every later one
-    run again. The metadata is the original version unless `current_metadata`.
+    run again. The metadata is the original version unless `current_metadata`. `audit` is
+    recorded with the new execution (its target), in its transaction.
 
     Raises:
         NotFoundError: no such execution for this tenant.
@@ -198,5 +212,6 @@ async def replay_execution(
         input=original.input,
         replay_of=original.id,
         ledger=ledger,
+        audit=None if audit is None else replace(audit, details={"replay_of": original.id}),
     )
     return created

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import re
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from uwf.api._accept import (
     accept_action,
@@ -30,13 +28,13 @@ from uwf.api._models import (
     WorkflowView,
 )
 from uwf.api._problems import ProblemError
+from uwf.api._security import Requires, audit_entry
 from uwf.api._views import execution_summary, execution_view
 from uwf.errors import NotFoundError
 from uwf.service import Service, make_executor
 from uwf.store import Execution
 
 router = APIRouter()
-_bearer = HTTPBearer(auto_error=False)
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -46,31 +44,7 @@ def _service(request: Request) -> Service:
     return service
 
 
-def _authenticate(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    expected: str = request.app.state.admin_key
-    if credentials is None:
-        raise ProblemError(
-            401,
-            "unauthenticated",
-            "Unauthenticated",
-            "send `Authorization: Bearer <API key>`",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
-        raise ProblemError(
-            401,
-            "unauthenticated",
-            "Unauthenticated",
-            "the API key is not valid",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-
-
 ServiceDep = Annotated[Service, Depends(_service)]
-Authenticated = Depends(_authenticate)
 
 
 @router.get("/healthz", response_model=Health, tags=["operations"])
@@ -89,7 +63,7 @@ async def healthz(service: ServiceDep) -> Health:
     "/v1/tenants/{tenant}/actions",
     response_model=ExecutionView,
     status_code=202,
-    dependencies=[Authenticated],
+    dependencies=[Requires("actions:write")],
     tags=["actions"],
     responses={200: {"description": "Finished within `wait` seconds"}},
 )
@@ -116,7 +90,12 @@ async def submit_action(
             "Idempotency-Key must be 1–255 visible ASCII characters",
         )
     execution, created = await accept_action(
-        service.store, tenant, body.workflow, body.input, idempotency_key
+        service.store,
+        tenant,
+        body.workflow,
+        body.input,
+        idempotency_key,
+        audit=audit_entry(request, "action.accepted", tenant, workflow=body.workflow),
     )
     if service.executor is not None and created:
         service.executor.wake()
@@ -148,7 +127,7 @@ async def _poll(service: Service, execution: Execution, seconds: float) -> Execu
 @router.get(
     "/v1/tenants/{tenant}/executions/{execution_id}",
     response_model=ExecutionView,
-    dependencies=[Authenticated],
+    dependencies=[Requires("executions:read")],
     tags=["executions"],
 )
 async def get_execution(tenant: str, execution_id: str, service: ServiceDep) -> ExecutionView:
@@ -166,16 +145,23 @@ async def get_execution(tenant: str, execution_id: str, service: ServiceDep) -> 
 @router.post(
     "/v1/tenants/{tenant}/executions/{execution_id}/cancel",
     response_model=ExecutionView,
-    dependencies=[Authenticated],
+    dependencies=[Requires("actions:write")],
     tags=["executions"],
     responses={409: {"description": "The execution already ended"}},
 )
-async def cancel(tenant: str, execution_id: str, service: ServiceDep) -> ExecutionView:
+async def cancel(
+    tenant: str, execution_id: str, request: Request, service: ServiceDep
+) -> ExecutionView:
     """Cancel: at once if no worker holds it, else before its next step (`cancel_requested`).
 
     Steps already done stay done; nothing more is sent to the CRM.
     """
-    execution = await cancel_execution(service.store, tenant, execution_id)
+    execution = await cancel_execution(
+        service.store,
+        tenant,
+        execution_id,
+        audit=audit_entry(request, "execution.cancelled", tenant),
+    )
     if not execution.is_final and service.executor is not None:
         execution = await service.executor.wait_for(execution.id, 5) or execution
     return await execution_view(service.store, execution)
@@ -185,13 +171,14 @@ async def cancel(tenant: str, execution_id: str, service: ServiceDep) -> Executi
     "/v1/tenants/{tenant}/executions/{execution_id}/replay",
     response_model=ExecutionView,
     status_code=202,
-    dependencies=[Authenticated],
+    dependencies=[Requires("actions:write")],
     tags=["executions"],
     responses={409: {"description": "Only failed, dead or cancelled executions replay"}},
 )
 async def replay(
     tenant: str,
     execution_id: str,
+    request: Request,
     response: Response,
     service: ServiceDep,
     body: ReplayRequest | None = None,
@@ -200,13 +187,14 @@ async def replay(
 
     Steps that succeeded are kept (not sent again) unless `from_step` says where to restart.
     """
-    request = body or ReplayRequest()
+    replay_request = body or ReplayRequest()
     execution = await replay_execution(
         service.store,
         tenant,
         execution_id,
-        from_step=request.from_step,
-        current_metadata=request.metadata_version == "current",
+        from_step=replay_request.from_step,
+        current_metadata=replay_request.metadata_version == "current",
+        audit=audit_entry(request, "execution.replayed", tenant),
     )
     if service.executor is not None:
         service.executor.wake()
@@ -217,7 +205,7 @@ async def replay(
 @router.get(
     "/v1/tenants/{tenant}/executions",
     response_model=ExecutionPage,
-    dependencies=[Authenticated],
+    dependencies=[Requires("executions:read")],
     tags=["executions"],
 )
 async def list_executions(
@@ -239,7 +227,7 @@ async def list_executions(
 @router.get(
     "/v1/tenants/{tenant}/workflows",
     response_model=list[WorkflowView],
-    dependencies=[Authenticated],
+    dependencies=[Requires("executions:read")],
     tags=["actions"],
 )
 async def list_workflows(tenant: str, service: ServiceDep) -> list[WorkflowView]:
@@ -261,7 +249,7 @@ async def list_workflows(tenant: str, service: ServiceDep) -> list[WorkflowView]
 @router.get(
     "/v1/tenants/{tenant}/connections",
     response_model=list[ConnectionView],
-    dependencies=[Authenticated],
+    dependencies=[Requires("executions:read")],
     tags=["connections"],
 )
 async def list_connections(tenant: str, service: ServiceDep) -> list[ConnectionView]:
@@ -289,7 +277,7 @@ async def list_connections(tenant: str, service: ServiceDep) -> list[ConnectionV
 @router.post(
     "/v1/tenants/{tenant}/connections/{name}/test",
     response_model=ConnectionTest,
-    dependencies=[Authenticated],
+    dependencies=[Requires("metadata:write")],
     tags=["connections"],
 )
 async def test_connection(tenant: str, name: str, service: ServiceDep) -> ConnectionTest:

@@ -8,8 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import uwf
+from uwf.api._admin_routes import admin_router
+from uwf.api._limits import LimitsMiddleware
+from uwf.api._oidc import OidcVerifier
 from uwf.api._problems import install_problem_handlers
 from uwf.api._routes import router
+from uwf.api._security import RateLimiter
 from uwf.sandboxes import SANDBOXES, create_sandbox_app
 from uwf.service import Service
 from uwf.settings import Settings
@@ -43,12 +47,31 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.admin_key = admin_key
+    app.state.limiter = RateLimiter(settings.api_rate_limit, settings.api_rate_burst)
+    app.state.key_touches = {}
+    app.state.oidc = (
+        OidcVerifier(
+            settings.oidc_issuer,
+            settings.oidc_audience,
+            settings.oidc_jwks_url,
+            tenants_claim=settings.oidc_tenants_claim,
+            scope_claim=settings.oidc_scope_claim,
+        )
+        if settings.oidc_issuer and settings.oidc_audience
+        else None
+    )
+    app.add_middleware(
+        LimitsMiddleware,
+        max_body_bytes=settings.api_max_body_bytes,
+        max_json_depth=settings.api_max_json_depth,
+    )
     install_problem_handlers(app)
     app.include_router(router)
     # Imported here: the triggers package builds on this one (accept_action, ProblemError).
     from uwf.triggers import webhook_router
 
     app.include_router(webhook_router)
+    app.include_router(admin_router)
     if sandboxes:
         for crm in SANDBOXES:
             app.mount(f"/sandbox/{crm}", create_sandbox_app(crm, settings.home))
