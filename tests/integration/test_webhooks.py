@@ -362,6 +362,11 @@ def test_generic_hmac_sender_starts_the_workflow(
     assert execution["status"] == "succeeded", execution
     assert execution["output"]["priority"] == 4  # Freshdesk's "urgent"
     assert len(_executions(server, "hooli")) == 1
+    with server.client() as client:
+        audit = client.get("/v1/audit", params={"tenant": "hooli"}).json()["items"]
+    assert [(r["action"], r["actor"], r["target"]) for r in audit] == [
+        ("action.accepted", "webhook:hooli-freshdesk", execution["id"])
+    ]  # the repeated delivery started nothing, so it is not in the log
 
 
 def test_refused_deliveries_are_problems_and_store_nothing(

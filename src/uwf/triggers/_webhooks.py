@@ -28,6 +28,7 @@ from uwf.errors import IdempotencyKeyReusedError, UwfError
 from uwf.metadata import MetadataBundle, TriggerSpec
 from uwf.sandboxes import sandbox_credentials
 from uwf.service import Service
+from uwf.store import AuditEntry
 from uwf.triggers._binding import Event, Plan, events_from_json, idempotency_key, plan_event
 from uwf.triggers._salesforce import ACK, OutboundMessageError, parse_outbound_message
 from uwf.triggers._signatures import (
@@ -248,7 +249,19 @@ async def receive_webhook(
         key = idempotency_key(connection, plan.event.id)
         try:
             execution, created = await accept_action(
-                service.store, tenant, plan.trigger.workflow, plan.input, key
+                service.store,
+                tenant,
+                plan.trigger.workflow,
+                plan.input,
+                key,
+                audit=AuditEntry(
+                    actor=f"webhook:{connection}",
+                    actor_type="webhook",
+                    action="action.accepted",
+                    tenant=tenant,
+                    request_id=getattr(request.state, "request_id", None),
+                    details={"event_id": plan.event.id, "trigger": plan.trigger.name},
+                ),
             )
         except IdempotencyKeyReusedError as exc:
             # The same event id with other content (the metadata changed between deliveries,
