@@ -9,6 +9,7 @@ import structlog
 
 from uwf.auth import Vault, env_or_sandbox_resolver
 from uwf.engine import Executor
+from uwf.governor import Governor, open_state
 from uwf.metadata import load_directory
 from uwf.sandboxes import SANDBOXES, sandbox_credentials
 from uwf.settings import Settings
@@ -91,4 +92,8 @@ def make_executor(settings: Settings, store: Store, sandbox_base: str | None) ->
         concurrency=settings.worker_concurrency,
         lease_seconds=settings.lease_seconds,
         poll_interval=settings.poll_interval,
+        governor=Governor(
+            open_state(settings.governor_url, store.engine),
+            lease_seconds=settings.governor_lease_seconds,
+        ),
     )

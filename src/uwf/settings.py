@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         default=10.0, ge=0, description="On shutdown, how long running executions may finish"
     )
+    governor_url: str | None = Field(
+        default=None,
+        description="Where the governor keeps budgets shared by all workers: a redis:// URL; "
+        "default: the Pipe DB when it is PostgreSQL, else memory (one process)",
+        pattern=r"^rediss?://",
+    )
+    governor_lease_seconds: float = Field(
+        default=30.0,
+        gt=1,
+        description="How long a dead worker's concurrency slot stays taken before it frees",
+    )
     log_level: str = "info"
     # Callers of the API (docs/security.md).
     api_rate_limit: float = Field(

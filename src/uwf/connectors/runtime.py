@@ -47,6 +47,10 @@ _RECORDED_HEADERS = (
     "location",
     "retry-after",
     "x-request-id",
+    # The IETF draft's rate-limit headers, which the governor reads when a CRM sends them.
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
 )
 
 

@@ -273,7 +273,7 @@ class LimitsSpec(_Spec):
     window_seconds: float = Field(default=60, gt=0, le=86400, description="The window's length")
     daily: int | None = Field(default=None, ge=1, description="Requests per UTC day")
     max_concurrency: int | None = Field(
-        default=None, ge=1, description="Requests in flight at once, per worker process"
+        default=None, ge=1, description="Requests in flight at once, across all workers"
     )
     breaker_failures: int = Field(
         default=5, ge=1, description="Consecutive failures that open the circuit breaker"

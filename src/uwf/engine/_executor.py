@@ -24,7 +24,7 @@ from uwf.connectors.runtime import ConnectorRuntime
 from uwf.engine._interpreter import Interpreter
 from uwf.engine._probe import probe_connection
 from uwf.engine._targets import TargetResolver
-from uwf.governor import Governor, LocalState, SqlState
+from uwf.governor import Governor, open_state
 from uwf.metadata import ConnectionSpec
 from uwf.store import Execution, LeaseLostError, Store, new_id, utcnow
 
@@ -56,15 +56,15 @@ class Executor:
         concurrency: int = 16,
         lease_seconds: float = 30.0,
         poll_interval: float = 0.5,
+        governor: Governor | None = None,
     ) -> None:
         self.store = store
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[-8:]}"
         self.runtime = ConnectorRuntime()
         self.tokens = TokenManager(store.tokens, vault, self.runtime.session_for) if vault else None
         self.targets = TargetResolver(secrets, sandbox_url, self.tokens)
-        # Budgets hold across processes when the Pipe DB is shared (PostgreSQL).
-        state = SqlState(store.engine) if store.dialect == "postgresql" else LocalState()
-        self.governor = Governor(state)
+        # Budgets hold across processes when their state is shared (Redis or PostgreSQL).
+        self.governor = governor or Governor(open_state(None, store.engine))
         self._interpreter = Interpreter(store, self.runtime, self.targets, self.governor)
         self._concurrency = concurrency
         self._lease_seconds = lease_seconds
@@ -106,6 +106,7 @@ class Executor:
                 await self.store.release(self.owner, unfinished)
             log.info("released unfinished executions", count=len(unfinished))
         await self.runtime.close()
+        await self.governor.close()
         log.info("worker stopped", owner=self.owner)
 
     async def probe(self, version: int, connection: ConnectionSpec) -> dict[str, Any]:

@@ -257,7 +257,7 @@ class Interpreter:
         else:
             await self._save(execution.id, owner, run)
         try:
-            async with self._governor.slot(conn_name, limits):
+            async with self._governor.slot(conn_name, limits, admission):
                 try:
                     result = await self._runtime.call(target, operation, op_context, value_maps)
                 except ConnectorError as exc:
