@@ -66,5 +66,6 @@ def test_no_action_is_lost_or_written_twice_while_workers_are_killed(
     assert report["unexpected_exits"] == 0, output
     stats = report["crm_stats"]
     assert stats["injected"].get("429", 0) > 0, output  # the faults really happened
+    assert report["within_budget"], output  # no sliding 60 s above the connection's budget
     assert report["ok"], output
     assert result.returncode == 0, output
