@@ -331,7 +331,8 @@ def test_an_unknown_step_type_lists_the_known_types(metadata: Path) -> None:
     assert problem.file == "escalate_case.yaml"
     assert problem.message == "unknown type 'search'"
     assert problem.hint == (
-        "expected one of 'lookup', 'update_record', 'create_record', 'add_comment', 'assign'"
+        "expected one of 'lookup', 'update_record', 'create_record', 'add_comment', 'assign', "
+        "'switch', 'for_each', 'call_workflow'"
     )
 
 

@@ -7,16 +7,14 @@ may have been sent is checked (`verify`) or re-sent only when sending twice is h
 
 from __future__ import annotations
 
-import functools
-import json
 import random
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from uwf.auth import redact
 from uwf.connectors import OperationSpec
 from uwf.connectors.runtime import ConnectorRuntime, Target
+from uwf.engine._flow import Outcome, Walk, compiled_expression, compiled_value
 from uwf.engine._targets import TargetResolver
 from uwf.errors import (
     ConnectorError,
@@ -28,26 +26,15 @@ from uwf.errors import (
 )
 from uwf.governor import Governor, LocalState
 from uwf.mapping import (
-    CompiledValue,
-    Expression,
     ValueMap,
-    compile_expression,
-    compile_value,
     is_truthy,
 )
-from uwf.metadata import STEP_OPERATION, MetadataBundle, RetrySpec, StepSpec, WorkflowSpec
+from uwf.metadata import STEP_OPERATION, ActionStep, MetadataBundle, RetrySpec, WorkflowSpec
 from uwf.store import Execution, StepRun, Store, utcnow
 
 __all__ = ["Interpreter"]
 
 _STEP_INPUTS = ("record_id", "fields", "criteria", "body", "public", "owner_id")
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    status: str  # final status, or "rescheduled"
-    output: Any = None
-    error: dict[str, Any] | None = None
 
 
 class Interpreter:
@@ -74,7 +61,9 @@ class Interpreter:
             self._cancel_requested.add(execution_id)
 
     def _defer(self, execution_id: str, run: StepRun) -> None:
-        self._pending.setdefault(execution_id, []).append(run)
+        pending = self._pending.setdefault(execution_id, [])
+        if not any(r is run for r in pending):
+            pending.append(run)
 
     async def run(self, execution: Execution, owner: str) -> str:
         """Advance `execution` as far as it goes now; returns its status afterwards."""
@@ -97,11 +86,11 @@ class Interpreter:
             self._cancel_requested.discard(execution.id)
             self._pending.pop(execution.id, None)
 
-    async def _advance(self, execution: Execution, owner: str) -> _Outcome:
+    async def _advance(self, execution: Execution, owner: str) -> Outcome:
         bundle = await self._store.metadata(execution.metadata_version)
         workflow = bundle.workflow(execution.tenant, execution.workflow) if bundle else None
         if bundle is None or workflow is None:
-            return _Outcome(
+            return Outcome(
                 "failed",
                 error={
                     "type": "metadata",
@@ -109,46 +98,8 @@ class Interpreter:
                     f"{execution.metadata_version}",
                 },
             )
-        value_maps = bundle.value_maps_for(execution.tenant)
         ledger = {run.step_id: run for run in await self._store.step_runs(execution.id)}
-        context: dict[str, Any] = {
-            "input": execution.input,
-            "steps": {},
-            "execution": {
-                "id": execution.id,
-                "tenant": execution.tenant,
-                "workflow": execution.workflow,
-            },
-        }
-        for position, step in enumerate(workflow.steps):
-            run = ledger.get(step.id)
-            if run is not None and run.status in ("succeeded", "skipped"):
-                context["steps"][step.id] = run.output
-                continue
-            if execution.id in self._cancel_requested:
-                # Between steps: what was done stays done and is shown; nothing more is sent.
-                return _Outcome(
-                    "cancelled",
-                    error={
-                        "type": "cancelled",
-                        "step": step.id,
-                        "message": f"cancelled on request before step '{step.id}'",
-                    },
-                )
-            outcome = await self._step(
-                execution, owner, bundle, workflow, step, position, run, context, value_maps
-            )
-            if outcome is not None:
-                return outcome
-        try:
-            output = (
-                _compiled_value(workflow.output).evaluate(context, value_maps)
-                if workflow.output is not None
-                else context["steps"]
-            )
-        except ExpressionError as exc:
-            return _Outcome("failed", error={"type": "expression", "message": exc.message})
-        return _Outcome("succeeded", output=output)
+        return await Walk(self, execution, owner, bundle, ledger).workflow(workflow)
 
     async def _step(
         self,
@@ -156,24 +107,29 @@ class Interpreter:
         owner: str,
         bundle: MetadataBundle,
         workflow: WorkflowSpec,
-        step: StepSpec,
+        step: ActionStep,
+        key: str,
         position: int,
         run: StepRun | None,
         context: dict[str, Any],
         value_maps: dict[str, ValueMap],
-    ) -> _Outcome | None:
-        """Run one step. Returns None to go on to the next step, or how the execution ends."""
-        if run is None:
-            run = StepRun(step_id=step.id, position=position, status="pending")
-        step_key = f"{execution.id}:{step.id}"
+    ) -> Outcome | None:
+        """Run one CRM step; `key` is its ledger key (`loop[3].note`), see `_flow`.
 
-        def fail(final: str, kind: str, message: str, **extra: Any) -> _Outcome:
-            error = {"type": kind, "message": message, "step": step.id, **extra}
-            return _Outcome(final, error=error)
+        Returns None to go on to the next step, or how the execution ends.
+        """
+        if run is None:
+            run = StepRun(step_id=key, position=position, status="pending")
+        run.position = position
+        step_key = f"{execution.id}:{key}"
+
+        def fail(final: str, kind: str, message: str, **extra: Any) -> Outcome:
+            error = {"type": kind, "message": message, "step": key, **extra}
+            return Outcome(final, error=error)
 
         try:
             if step.when is not None and not is_truthy(
-                _compiled_expression(step.when).evaluate(context, value_maps)
+                compiled_expression(step.when).evaluate(context, value_maps)
             ):
                 run.status, run.finished_at, run.output = "skipped", utcnow(), None
                 self._defer(execution.id, run)
@@ -216,7 +172,7 @@ class Interpreter:
         if run.status in ("sending", "outcome_unknown") and not operation.is_idempotent:
             # The request may have reached the CRM before we lost track of it.
             found = await self._verify(execution, owner, target, operation, op_context, run)
-            if isinstance(found, _Outcome):
+            if isinstance(found, Outcome):
                 return found
             if found is not None:
                 self._done(run, context, step, canonical(found), inputs)
@@ -234,14 +190,14 @@ class Interpreter:
                 utcnow() + timedelta(seconds=admission.wait),
                 {
                     "type": "throttled",
-                    "step": step.id,
+                    "step": key,
                     "connection": conn_name,
                     "message": f"waiting {admission.wait:.1f} s: {admission.reason}",
                     "retry_in_seconds": round(admission.wait, 3),
                 },
                 runs=self._pending.pop(execution.id, []),
             )
-            return _Outcome("rescheduled")
+            return Outcome("rescheduled")
         run.attempts += 1
         run.status, run.error, run.response, run.finished_at = "sending", None, None, None
         run.request = {
@@ -298,11 +254,11 @@ class Interpreter:
                 {
                     "type": "retrying",
                     "message": exc.message,
-                    "step": step.id,
+                    "step": key,
                     "retry_in_seconds": round(delay, 3),
                 },
             )
-            return _Outcome("rescheduled")
+            return Outcome("rescheduled")
         except OutcomeUnknownError as exc:
             self._record_failure(run, exc)
             run.status = "outcome_unknown"
@@ -313,9 +269,9 @@ class Interpreter:
                     execution.id,
                     owner,
                     utcnow() + timedelta(seconds=delay),
-                    {"type": "verifying", "message": exc.message, "step": step.id},
+                    {"type": "verifying", "message": exc.message, "step": key},
                 )
-                return _Outcome("rescheduled")
+                return Outcome("rescheduled")
             return fail(
                 "dead",
                 "outcome_unknown",
@@ -347,7 +303,7 @@ class Interpreter:
         op_context: dict[str, Any],
         run: StepRun,
     ) -> Any:
-        """Returns the found record, an `_Outcome` that ends the step, or None to send again."""
+        """Returns the found record, an `Outcome` that ends the step, or None to send again."""
         if operation.verify is None:
             run.status, run.finished_at = "outcome_unknown", utcnow()
             run.error = {
@@ -356,7 +312,7 @@ class Interpreter:
                 f"{target.spec.name} offers no way to check; not re-sent",
             }
             await self._save(execution.id, owner, run)
-            return _Outcome("dead", error={**run.error, "step": run.step_id})
+            return Outcome("dead", error={**run.error, "step": run.step_id})
         try:
             found, record = await self._runtime.verify(target, operation.verify, op_context)
         except RetryableError as exc:
@@ -364,7 +320,7 @@ class Interpreter:
             checks = int((run.error or {}).get("verify_attempts", 0)) + 1
             run.error = {**(run.error or {}), "verify_attempts": checks}
             if checks >= RetrySpec().max_attempts:
-                return _Outcome(
+                return Outcome(
                     "dead",
                     error={
                         "type": "outcome_unknown",
@@ -380,9 +336,9 @@ class Interpreter:
                 utcnow() + timedelta(seconds=_backoff(RetrySpec(), checks, exc.retry_after)),
                 {"type": "verifying", "message": exc.message, "step": run.step_id},
             )
-            return _Outcome("rescheduled")
+            return Outcome("rescheduled")
         except ConnectorError as exc:
-            return _Outcome(
+            return Outcome(
                 "dead",
                 error={
                     "type": "outcome_unknown",
@@ -399,7 +355,7 @@ class Interpreter:
         self,
         run: StepRun,
         context: dict[str, Any],
-        step: StepSpec,
+        step: ActionStep,
         result: Any,
         inputs: dict[str, Any],
     ) -> None:
@@ -411,7 +367,7 @@ class Interpreter:
         output = result
         if step.output is not None:
             output = {
-                name: _compiled_expression(expr).evaluate(result)
+                name: compiled_expression(expr).evaluate(result)
                 for name, expr in step.output.items()
             }
         run.status, run.output, run.error, run.finished_at = "succeeded", output, None, utcnow()
@@ -419,13 +375,13 @@ class Interpreter:
 
     @staticmethod
     def _inputs(
-        step: StepSpec, context: dict[str, Any], value_maps: dict[str, ValueMap]
+        step: ActionStep, context: dict[str, Any], value_maps: dict[str, ValueMap]
     ) -> dict[str, Any]:
         inputs: dict[str, Any] = {}
         for name in _STEP_INPUTS:
             if name not in type(step).model_fields:
                 continue
-            value = _compiled_value(getattr(step, name)).evaluate(context, value_maps)
+            value = compiled_value(getattr(step, name)).evaluate(context, value_maps)
             if name in ("record_id", "owner_id") and value in (None, ""):
                 raise ExpressionError(f"{name} of step '{step.id}' evaluated to null")
             if name == "fields" and isinstance(value, dict):
@@ -439,22 +395,6 @@ class Interpreter:
         run.request = exc.request or run.request
         run.response = exc.response
         run.finished_at = utcnow()
-
-
-@functools.lru_cache(maxsize=4096)
-def _compiled_expression(source: str) -> Expression:
-    return compile_expression(source)
-
-
-def _compiled_value(value: Any) -> CompiledValue:
-    """Metadata values are immutable per version: compile each distinct one once."""
-    key = json.dumps(value, sort_keys=True, default=str)
-    return _compile_json(key)
-
-
-@functools.lru_cache(maxsize=4096)
-def _compile_json(key: str) -> CompiledValue:
-    return compile_value(json.loads(key))
 
 
 def _iso_now() -> str:

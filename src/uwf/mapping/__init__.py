@@ -5,9 +5,11 @@ DESIGN decision 5: JMESPath only.
 
 from uwf.mapping._coerce import COERCE_TYPES, coerce
 from uwf.mapping._expressions import (
+    LIMITS,
     MAX_EXPRESSION_LENGTH,
     CompiledValue,
     Expression,
+    Limits,
     ValueMap,
     compile_expression,
     compile_value,
@@ -18,9 +20,11 @@ from uwf.mapping._functions import e164, format_date, frozen_now, iso_country, n
 
 __all__ = [
     "COERCE_TYPES",
+    "LIMITS",
     "MAX_EXPRESSION_LENGTH",
     "CompiledValue",
     "Expression",
+    "Limits",
     "ValueMap",
     "coerce",
     "compile_expression",

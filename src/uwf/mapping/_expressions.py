@@ -11,14 +11,21 @@ A metadata value is compiled once (when metadata is loaded) and evaluated many t
 Project functions are JMESPath custom functions: `value_map(name, value)`, `lower`, `upper`,
 `trim`, `coalesce(a, b, …)`, conversions (`e164`, `iso_country`, `now`, `format_date`; see
 `_functions`), and quoting for CRM query languages: `url_encode`, `soql_quote`,
-`odata_quote`, `snow_escape`. JMESPath has no loops, so evaluation time is bounded by the size of
-the context; sources are bounded by `MAX_EXPRESSION_LENGTH`.
+`odata_quote`, `snow_escape`.
+
+Limits (`Limits`, checked on every evaluation, each failure an `ExpressionError` quoting the
+expression): the document an expression reads (`max_document_nodes`, `max_depth`), every
+value it makes on the way (strings up to `max_string_length`, lists up to `max_list_length`),
+and its work (`max_steps` visits of the expression's syntax tree, `max_seconds` of time).
+JMESPath has no loops, so the work is bounded by the document times the expression; the budget
+makes that bound small. Sources are bounded by `MAX_EXPRESSION_LENGTH`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,11 +35,33 @@ import jmespath
 import jmespath.exceptions
 import jmespath.functions
 import jmespath.parser
+import jmespath.visitor
 
 from uwf.errors import ExpressionError
 from uwf.mapping import _functions
 
 MAX_EXPRESSION_LENGTH = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one evaluation may read, make and spend. The defaults hold for every expression."""
+
+    max_document_nodes: int = 200_000
+    """Values (objects, arrays, strings, numbers…) in the document an expression reads."""
+    max_depth: int = 64
+    """Nesting of objects and arrays, in the document and in what the expression makes."""
+    max_string_length: int = 1_000_000
+    """Characters in any string an expression makes (a template's text included)."""
+    max_list_length: int = 10_000
+    """Elements of any array an expression makes."""
+    max_steps: int = 1_000_000
+    """Visits of the expression's syntax tree: a projection over n elements costs n visits."""
+    max_seconds: float = 2.0
+    """Wall-clock backstop; the step budget is the limit that matters on a healthy machine."""
+
+
+LIMITS = Limits()
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _VALUE_MAP_CALL = re.compile(r"value_map\(\s*'([^']+)'")
 
@@ -66,9 +95,21 @@ class _Functions(jmespath.functions.Functions):
 
     _now: str | None = None
 
-    def __init__(self, value_maps: Mapping[str, ValueMap]) -> None:
+    def __init__(self, value_maps: Mapping[str, ValueMap], limits: Limits = LIMITS) -> None:
         super().__init__()
         self._value_maps = value_maps
+        self._limits = limits
+
+    @jmespath.functions.signature({"types": ["string"]}, {"types": ["array-string"]})
+    def _func_join(self, separator: str, parts: list[str]) -> str:
+        # The one built-in that can make a string far longer than anything it reads.
+        size = sum(map(len, parts)) + len(separator) * max(len(parts) - 1, 0)
+        if size > self._limits.max_string_length:
+            raise _LimitError(
+                f"would make a string of {size} characters; "
+                f"the limit is {self._limits.max_string_length}"
+            )
+        return separator.join(parts)
 
     @jmespath.functions.signature({"types": ["string"]}, {"types": []})
     def _func_value_map(self, name: str, value: Any) -> Any:
@@ -148,6 +189,64 @@ class _Functions(jmespath.functions.Functions):
         return _as_text(value).replace("^", "^^")
 
 
+class _LimitError(Exception):
+    """An evaluation went over a limit; `Expression.evaluate` names the expression."""
+
+
+class _BudgetedInterpreter(jmespath.visitor.TreeInterpreter):
+    """JMESPath's interpreter, counting its steps and checking the size of what it makes."""
+
+    def __init__(self, options: jmespath.Options, limits: Limits) -> None:
+        super().__init__(options)
+        self._limits = limits
+        self._left = limits.max_steps
+        self._deadline = time.monotonic() + limits.max_seconds
+
+    def visit(self, node: Any, *args: Any, **kwargs: Any) -> Any:
+        self._left -= 1
+        if self._left < 0:
+            raise _LimitError(f"took more than {self._limits.max_steps} steps")
+        if self._left % 1024 == 0 and time.monotonic() > self._deadline:
+            raise _LimitError(f"took longer than {self._limits.max_seconds} s")
+        result = super().visit(node, *args, **kwargs)
+        if isinstance(result, str) and len(result) > self._limits.max_string_length:
+            raise _LimitError(
+                f"made a string of {len(result)} characters; "
+                f"the limit is {self._limits.max_string_length}"
+            )
+        if isinstance(result, list) and len(result) > self._limits.max_list_length:
+            raise _LimitError(
+                f"made a list of {len(result)} elements; "
+                f"the limit is {self._limits.max_list_length}"
+            )
+        return result
+
+
+def _document_problem(document: Any, limits: Limits) -> str | None:
+    """Why `document` is too big or too deep to evaluate over, or None. Stops early."""
+    left = limits.max_document_nodes
+    stack: list[tuple[Any, int]] = [(document, 0)]
+    while stack:
+        value, depth = stack.pop()
+        left -= 1
+        if left < 0:
+            return f"has more than {limits.max_document_nodes} values"
+        if isinstance(value, dict):
+            if depth >= limits.max_depth:
+                return f"is nested more than {limits.max_depth} levels deep"
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list | tuple):
+            if depth >= limits.max_depth:
+                return f"is nested more than {limits.max_depth} levels deep"
+            stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, str) and len(value) > limits.max_string_length:
+            return (
+                f"holds a string of {len(value)} characters; "
+                f"the limit is {limits.max_string_length}"
+            )
+    return None
+
+
 def _optional(name: str, rest: tuple[Any, ...], most: int) -> tuple[Any, ...]:
     if len(rest) > most:
         raise ExpressionError(f"{name}() takes at most {most + 1} arguments, got {len(rest) + 1}")
@@ -164,15 +263,35 @@ class Expression:
     source: str
     _parsed: jmespath.parser.ParsedResult = field(repr=False, compare=False)
 
-    def evaluate(self, context: Any, value_maps: Mapping[str, ValueMap] = _NO_MAPS) -> Any:
-        options = jmespath.Options(custom_functions=_Functions(value_maps))
+    def evaluate(
+        self,
+        context: Any,
+        value_maps: Mapping[str, ValueMap] = _NO_MAPS,
+        limits: Limits = LIMITS,
+    ) -> Any:
+        """The expression's value over `context`, within `limits`.
+
+        Raises:
+            ExpressionError: it failed (a wrong argument type, an unmapped value) or went over
+                a limit; the message quotes the expression.
+        """
+        problem = _document_problem(context, limits)
+        if problem is not None:
+            raise ExpressionError(f"expression `{self.source}`: the document it reads {problem}")
+        options = jmespath.Options(custom_functions=_Functions(value_maps, limits))
+        interpreter = _BudgetedInterpreter(options, limits)
         try:
-            return self._parsed.search(context, options=options)
+            result = interpreter.visit(self._parsed.parsed, context)
         except ExpressionError:
             raise
-        except (jmespath.exceptions.JMESPathError, TypeError, ValueError) as exc:
+        except _LimitError as exc:
+            raise ExpressionError(f"expression `{self.source}` {exc}") from None
+        except RecursionError:
+            raise ExpressionError(f"expression `{self.source}` is nested too deeply") from None
+        except (jmespath.exceptions.JMESPathError, TypeError, ValueError, ArithmeticError) as exc:
             # Built-in functions given the wrong types raise plain TypeErrors.
             raise ExpressionError(f"expression `{self.source}` failed: {exc}") from None
+        return result
 
 
 def compile_expression(source: str) -> Expression:
@@ -189,6 +308,11 @@ def compile_expression(source: str) -> Expression:
     except jmespath.exceptions.JMESPathError as exc:
         reason = str(exc).splitlines()[0]
         raise ExpressionError(f"invalid expression `{source}`: {reason}") from None
+    except (RecursionError, ValueError, TypeError, ArithmeticError):
+        # The parser recurses per nesting level; literals are parsed as JSON.
+        raise ExpressionError(
+            f"invalid expression `{source}`: too deeply nested or malformed"
+        ) from None
     unknown = _unknown_functions(source)
     if unknown:
         raise ExpressionError(
@@ -235,10 +359,16 @@ class CompiledValue:
             assert self.expression is not None
             return self.expression.evaluate(context, value_maps)
         if self.kind == "template":
-            return "".join(
+            text = "".join(
                 part if isinstance(part, str) else _as_text(part.evaluate(context, value_maps))
                 for part in self.parts
             )
+            if len(text) > LIMITS.max_string_length:
+                raise ExpressionError(
+                    f"template makes a string of {len(text)} characters; "
+                    f"the limit is {LIMITS.max_string_length}"
+                )
+            return text
         if self.kind == "dict":
             return {key: value.evaluate(context, value_maps) for key, value in self.members}
         return [item.evaluate(context, value_maps) for item in self.items]

@@ -97,6 +97,18 @@ class MetadataBundle:
                 )
         return maps
 
+    def value_maps_for_workflow(self, workflow: WorkflowSpec) -> dict[str, ValueMap]:
+        """The tenant's value maps plus the workflow's own (`value_maps:`), which win."""
+        maps = self.value_maps_for(workflow.tenant)
+        for name, local in (workflow.value_maps or {}).items():
+            maps[name] = ValueMap(
+                name,
+                {str(k): v for k, v in local.values.items()},
+                local.default,
+                local.on_unmapped,
+            )
+        return maps
+
     def to_document(self) -> dict[str, Any]:
         """The JSON form stored in the Pipe DB, in a canonical order."""
         docs = sorted(

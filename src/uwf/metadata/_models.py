@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from uwf.connectors import ConnectorSpec, FieldSpec, LimitsSpec
 
 __all__ = [
+    "ActionStep",
     "AddCommentStep",
     "ApiKeyAuth",
     "ApiTokenAuth",
@@ -20,11 +21,14 @@ __all__ = [
     "AuthSpec",
     "BasicAuth",
     "BearerAuth",
+    "CallWorkflowStep",
     "ConnectionSpec",
     "ConnectorDocument",
     "CreateRecordStep",
     "Document",
+    "ForEachStep",
     "JwtBearerAuth",
+    "LocalValueMapSpec",
     "LookupStep",
     "OAuth2ClientCredentialsAuth",
     "OAuth2PasswordAuth",
@@ -32,6 +36,8 @@ __all__ = [
     "RetrySpec",
     "SecretRef",
     "StepSpec",
+    "SwitchCase",
+    "SwitchStep",
     "TenantSpec",
     "TriggerSpec",
     "UpdateRecordStep",
@@ -49,6 +55,12 @@ ObjectFields = dict[
     Annotated[str, StringConstraints(pattern=CANONICAL_NAME)],
     dict[Annotated[str, StringConstraints(pattern=CANONICAL_NAME)], FieldSpec],
 ]
+LOOP_VARIABLE = r"^[a-z][a-z0-9_]{0,30}$"
+MAX_FOR_EACH_ITEMS = 100
+"""The hard cap on `for_each.max_items`: a loop never sends more than this many rounds."""
+MAX_STEP_KEY_LENGTH = 63
+"""The longest ledger key (`loop[99].note`, `sub.branch.case0.note`) the step ledger stores."""
+CONTROL_STEP_TYPES = frozenset({"switch", "for_each", "call_workflow"})
 
 
 class _Doc(BaseModel):
@@ -218,9 +230,12 @@ class ValueMapSpec(_Doc):
     on_unmapped: Literal["error", "passthrough", "default"] = "error"
 
 
-class _Step(_Doc):
+class _BaseStep(_Doc):
     id: str = Field(pattern=STEP_ID)
     when: str | None = Field(default=None, description="JMESPath; the step is skipped when false")
+
+
+class _Step(_BaseStep):
     connection: str | None = Field(default=None, description="Default: the workflow's")
     output: dict[str, str] | None = Field(
         default=None, description="Named JMESPath extractions over the step's result"
@@ -265,10 +280,77 @@ class AssignStep(_Step):
     owner_id: Any
 
 
+class SwitchCase(_Doc):
+    """One branch of a `switch`: its steps run when `when` is the first true condition."""
+
+    when: str = Field(description="JMESPath; the first case whose condition is true runs")
+    steps: list[StepSpec] = Field(min_length=1)
+
+
+class SwitchStep(_BaseStep):
+    """Run the steps of the first case whose `when` is true, else the `default` steps."""
+
+    type: Literal["switch"]
+    cases: list[SwitchCase] = Field(min_length=1)
+    default: list[StepSpec] | None = Field(
+        default=None, description="Steps to run when no case matches; without it, none"
+    )
+
+
+class ForEachStep(_BaseStep):
+    """Run `steps` once per element of a list, in order; bounded by `max_items`."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )
+
+    type: Literal["for_each"]
+    items: str = Field(description="JMESPath giving the list to iterate (null: no items)")
+    as_: str = Field(
+        default="item",
+        alias="as",
+        pattern=LOOP_VARIABLE,
+        description="The name the current element has in expressions (`index` is its position)",
+    )
+    max_items: int = Field(
+        ge=1,
+        le=MAX_FOR_EACH_ITEMS,
+        description=f"More items than this fail the execution; at most {MAX_FOR_EACH_ITEMS}",
+    )
+    steps: list[StepSpec] = Field(min_length=1)
+
+
+class CallWorkflowStep(_BaseStep):
+    """Run another workflow of the same tenant inline; its output is this step's output."""
+
+    type: Literal["call_workflow"]
+    workflow: str = Field(pattern=WORKFLOW_NAME)
+    input: dict[str, Any] = Field(
+        default_factory=dict, description="The called workflow's input; templates allowed"
+    )
+
+
 StepSpec = Annotated[
-    LookupStep | UpdateRecordStep | CreateRecordStep | AddCommentStep | AssignStep,
+    LookupStep
+    | UpdateRecordStep
+    | CreateRecordStep
+    | AddCommentStep
+    | AssignStep
+    | SwitchStep
+    | ForEachStep
+    | CallWorkflowStep,
     Field(discriminator="type"),
 ]
+ActionStep = LookupStep | UpdateRecordStep | CreateRecordStep | AddCommentStep | AssignStep
+"""The steps that call a CRM; the others (`switch`, `for_each`, `call_workflow`) hold steps."""
+
+
+class LocalValueMapSpec(_Doc):
+    """A value map that only one workflow uses, declared inside it."""
+
+    values: dict[str, Any]
+    default: Any = None
+    on_unmapped: Literal["error", "passthrough", "default"] = "error"
 
 
 class WorkflowSpec(_Doc):
@@ -283,6 +365,13 @@ class WorkflowSpec(_Doc):
     steps: list[StepSpec] = Field(min_length=1)
     output: dict[str, Any] | None = Field(
         default=None, description="The execution's output; default: each step's output"
+    )
+    on_failure: list[StepSpec] | None = Field(
+        default=None,
+        description="Compensation steps run when the execution fails; `error` holds the reason",
+    )
+    value_maps: dict[str, LocalValueMapSpec] | None = Field(
+        default=None, description="Value maps only this workflow uses; they win over shared ones"
     )
 
 
@@ -362,3 +451,6 @@ STEP_OPERATION: dict[str, str] = {
     "add_comment": "add_comment",
     "assign": "assign",
 }
+
+for _model in (SwitchCase, SwitchStep, ForEachStep, WorkflowSpec):
+    _model.model_rebuild()

@@ -30,8 +30,17 @@ EXECUTION_STATUSES = ("queued", "running", "succeeded", "failed", "dead", "cance
 FINAL_STATUSES = frozenset({"succeeded", "failed", "dead", "cancelled"})
 # `sending`: the request may have left; a step found in this state after a crash is checked
 # before it is sent again. `outcome_unknown`: no way to check; never re-sent blindly.
+# `running`: a switch, for_each, call_workflow or compensation under way, with its decision.
+STEP_STATUSES = (
+    "sending",
+    "succeeded",
+    "skipped",
+    "failed",
+    "retrying",
+    "outcome_unknown",
+    "running",
+)
 AUDIT_OUTCOMES = ("succeeded", "denied", "failed")
-STEP_STATUSES = ("sending", "succeeded", "skipped", "failed", "retrying", "outcome_unknown")
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
