@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 
 from uwf.errors import ConflictError, InputValidationError, NotFoundError
-from uwf.metadata import ConnectionSpec, MetadataBundle, WorkflowSpec
+from uwf.metadata import ConnectionSpec, MetadataBundle, WorkflowSpec, key_root
 from uwf.store import AuditEntry, Execution, Store
 
 __all__ = [
@@ -190,11 +190,8 @@ async def replay_execution(
             f"'{from_step}' is not a step of '{workflow.name}' (steps: {', '.join(step_ids)})",
             errors=[{"path": "/from_step", "message": "unknown step"}],
         )
-    done = {
-        r.step_id: r
-        for r in await store.step_runs(execution_id)
-        if r.status in ("succeeded", "skipped")
-    }
+    recorded = await store.step_runs(execution_id)
+    done = {r.step_id: r for r in recorded if r.status in ("succeeded", "skipped")}
     keep = step_ids[: step_ids.index(from_step)] if from_step else step_ids
     if from_step is not None:
         missing = [s for s in keep if s not in done]
@@ -205,6 +202,21 @@ async def replay_execution(
                 errors=[{"path": "/from_step", "message": "earlier step not done"}],
             )
     ledger = [replace(done[s], position=step_ids.index(s)) for s in keep if s in done]
+    # Inside a kept step (switch case, loop round, called workflow) what succeeded is kept too,
+    # with the decision that led there (a `running` entry), so no round is sent twice.
+    # Compensation (`on_failure…`) is not kept: a new failure compensates anew.
+    ledger += [
+        replace(r, position=len(step_ids) + n)
+        for n, r in enumerate(recorded)
+        if r.step_id != key_root(r.step_id)
+        and key_root(r.step_id) in keep
+        and r.status in ("succeeded", "skipped", "running")
+    ]
+    ledger += [
+        replace(r, position=len(step_ids) + len(recorded) + n)
+        for n, r in enumerate(recorded)
+        if r.step_id in keep and r.status == "running"
+    ]
     created, _ = await store.create_execution(
         tenant=tenant,
         workflow=original.workflow,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from uwf.api._models import ExecutionSummary, ExecutionView, StepView
+from uwf.metadata import key_root, step_at
 from uwf.store import Execution, StepRun, Store
 
 __all__ = ["execution_summary", "execution_view"]
@@ -30,10 +31,27 @@ def _summary_fields(execution: Execution) -> dict[str, Any]:
 
 async def execution_view(store: Store, execution: Execution) -> ExecutionView:
     """The execution with every step of its workflow, run or still pending."""
-    runs = {r.step_id: r for r in await store.step_runs(execution.id)}
+    recorded = await store.step_runs(execution.id)
+    runs = {r.step_id: r for r in recorded}
     bundle = await store.metadata(execution.metadata_version)
     workflow = bundle.workflow(execution.tenant, execution.workflow) if bundle else None
-    steps = [_step_view(s.id, s.type, runs.get(s.id)) for s in (workflow.steps if workflow else [])]
+    # Every step of the workflow; after each one the steps recorded inside it (switch cases,
+    # loop rounds, called workflows: `loop[3].note`), then compensation, in the order they ran.
+    nested: dict[str, list[StepRun]] = {}
+    for run in recorded:
+        root = key_root(run.step_id)
+        if run.step_id != root:
+            nested.setdefault(root, []).append(run)
+    steps: list[StepView] = []
+    for top in [
+        *(workflow.steps if workflow else []),
+        *(["on_failure"] if "on_failure" in runs else []),
+    ]:
+        top_id, top_type = (top, "on_failure") if isinstance(top, str) else (top.id, top.type)
+        steps.append(_step_view(top_id, top_type, runs.get(top_id)))
+        for run in nested.get(top_id, []):
+            spec = step_at(bundle, workflow, run.step_id) if bundle and workflow else None
+            steps.append(_step_view(run.step_id, spec.type if spec else "unknown", run))
     return ExecutionView(
         **_summary_fields(execution),
         cancel_requested=execution.cancel_requested,

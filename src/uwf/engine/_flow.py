@@ -253,6 +253,7 @@ class Walk:
                     "failed", error={"type": "expression", "message": exc.message, "step": key}
                 ),
             )
+        run.position = position
         decision = run.request or {}
         if isinstance(step, SwitchStep):
             outcome, output = await self._switch(workflow, step, key, decision, context, value_maps)

@@ -381,7 +381,7 @@ class Interpreter:
         for name in _STEP_INPUTS:
             if name not in type(step).model_fields:
                 continue
-            value = compiled_value(getattr(step, name)).evaluate(context, value_maps)
+            value = compiled_value(getattr(step, name)).evaluate(context, value_maps, name)
             if name in ("record_id", "owner_id") and value in (None, ""):
                 raise ExpressionError(f"{name} of step '{step.id}' evaluated to null")
             if name == "fields" and isinstance(value, dict):

@@ -352,26 +352,45 @@ class CompiledValue:
     members: tuple[tuple[str, CompiledValue], ...] = ()
     items: tuple[CompiledValue, ...] = ()
 
-    def evaluate(self, context: Any, value_maps: Mapping[str, ValueMap] = _NO_MAPS) -> Any:
+    def evaluate(
+        self, context: Any, value_maps: Mapping[str, ValueMap] = _NO_MAPS, where: str = ""
+    ) -> Any:
+        """The value over `context`. An error names where in the value it happened, after
+        `where` (the field's name): `fields.priority: value 'P9' is not in value map …`."""
         if self.kind == "literal":
             return self.literal
+        if self.kind == "dict":
+            return {
+                key: value.evaluate(context, value_maps, f"{where}.{key}" if where else key)
+                for key, value in self.members
+            }
+        if self.kind == "list":
+            return [
+                item.evaluate(context, value_maps, f"{where}[{index}]")
+                for index, item in enumerate(self.items)
+            ]
+        try:
+            return self._evaluate_leaf(context, value_maps)
+        except ExpressionError as exc:
+            if not where:
+                raise
+            context = {**exc.context, "field": where}
+            raise ExpressionError(f"{where}: {exc.message}", **context) from None
+
+    def _evaluate_leaf(self, context: Any, value_maps: Mapping[str, ValueMap]) -> Any:
         if self.kind == "expression":
             assert self.expression is not None
             return self.expression.evaluate(context, value_maps)
-        if self.kind == "template":
-            text = "".join(
-                part if isinstance(part, str) else _as_text(part.evaluate(context, value_maps))
-                for part in self.parts
+        text = "".join(
+            part if isinstance(part, str) else _as_text(part.evaluate(context, value_maps))
+            for part in self.parts
+        )
+        if len(text) > LIMITS.max_string_length:
+            raise ExpressionError(
+                f"template makes a string of {len(text)} characters; "
+                f"the limit is {LIMITS.max_string_length}"
             )
-            if len(text) > LIMITS.max_string_length:
-                raise ExpressionError(
-                    f"template makes a string of {len(text)} characters; "
-                    f"the limit is {LIMITS.max_string_length}"
-                )
-            return text
-        if self.kind == "dict":
-            return {key: value.evaluate(context, value_maps) for key, value in self.members}
-        return [item.evaluate(context, value_maps) for item in self.items]
+        return text
 
     def expressions(self) -> list[Expression]:
         """Every expression inside, for static checks."""

@@ -1,6 +1,7 @@
 """Metadata: tenants, connections, workflows, value maps and triggers, from YAML, versioned."""
 
 from uwf.metadata._bundle import MetadataBundle
+from uwf.metadata._keys import key_root, step_at
 from uwf.metadata._loader import Problem, check_bundle, load_directory, validate_directory
 from uwf.metadata._models import (
     CONTROL_STEP_TYPES,
@@ -60,7 +61,9 @@ __all__ = [
     "ValueMapSpec",
     "WorkflowSpec",
     "check_bundle",
+    "key_root",
     "load_directory",
     "metadata_json_schema",
+    "step_at",
     "validate_directory",
 ]
