@@ -130,7 +130,8 @@ BAD_REQUESTS = [
         {
             "json": {"workflow": "close_case", "input": {}},
             "status": 422,
-            "detail": "unknown workflow 'close_case' for tenant 'acme' (known: escalate_case)",
+            "detail": "unknown workflow 'close_case' for tenant 'acme' "
+            "(known: escalate_case, triage_cases)",
         },
         id="unknown-workflow",
     ),

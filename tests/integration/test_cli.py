@@ -99,7 +99,7 @@ def test_validate_examples_says_ok(uwf: Uwf) -> None:
     result = uwf("metadata", "validate", "examples/metadata/acme")
 
     assert result.code == 0, result.stderr
-    assert result.err.startswith("OK: 1 tenant(s), 1 connection(s), 1 workflow(s); digest ")
+    assert result.err.startswith("OK: 1 tenant(s), 1 connection(s), 2 workflow(s); digest ")
 
 
 def test_validate_a_broken_copy_lists_each_problem_and_applies_nothing(
@@ -180,7 +180,7 @@ def test_export_writes_yaml_that_validates_and_reapplies_unchanged(
     assert exported.err == f"wrote version 1 to {out} (1 file(s))"
     assert sorted(p.name for p in out.iterdir()) == ["acme.yaml"]
     kinds = [d["kind"] for d in yaml.safe_load_all((out / "acme.yaml").read_text())]
-    assert kinds == ["tenant", "connection", "value_map", "workflow"]
+    assert kinds == ["tenant", "connection", "value_map", "workflow", "workflow"]
 
     original = uwf("metadata", "validate", "examples/metadata/acme")
     validated = uwf("metadata", "validate", str(out))
@@ -304,7 +304,10 @@ def test_run_an_unknown_workflow_lists_the_known_ones(uwf: Uwf) -> None:
     result = uwf("run", "close_case", "--tenant", "acme", "--input", "{}")
 
     assert result.code == 1
-    assert "unknown workflow 'close_case' for tenant 'acme' (known: escalate_case)" in result.err
+    assert (
+        "unknown workflow 'close_case' for tenant 'acme' (known: escalate_case, triage_cases)"
+        in (" ".join(result.err.split()))
+    )
 
 
 def test_executions_list_shows_the_execution(ran: Ran) -> None:

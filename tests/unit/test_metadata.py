@@ -63,7 +63,7 @@ def test_examples_are_valid() -> None:
     assert bundle is not None
     assert set(bundle.tenants) == {"acme"}
     assert set(bundle.connections) == {"acme-zendesk"}
-    assert bundle.workflow_names("acme") == ["escalate_case"]
+    assert bundle.workflow_names("acme") == ["escalate_case", "triage_cases"]
     assert set(bundle.value_maps_for("acme")) == {"case_priority"}
     assert bundle.value_maps_for("someone-else") == {}
 
