@@ -180,7 +180,7 @@ def test_export_writes_yaml_that_validates_and_reapplies_unchanged(
     assert exported.err == f"wrote version 1 to {out} (1 file(s))"
     assert sorted(p.name for p in out.iterdir()) == ["acme.yaml"]
     kinds = [d["kind"] for d in yaml.safe_load_all((out / "acme.yaml").read_text())]
-    assert kinds == ["tenant", "connection", "value_map", "workflow", "workflow"]
+    assert kinds == ["tenant", "connection", "value_map", "workflow", "workflow", "trigger"]
 
     original = uwf("metadata", "validate", "examples/metadata/acme")
     validated = uwf("metadata", "validate", str(out))

@@ -45,7 +45,7 @@ def test_the_example_trigger_binds_acme_zendesk_to_escalate_case() -> None:
             "workflow: escalate",
             "workflow",
             "unknown workflow 'escalate' for tenant 'acme'",
-            "known: escalate_case",
+            "known: escalate_case, triage_cases",
         ),
         (
             "connection: acme-zendesk",
