@@ -207,7 +207,12 @@ def _plan(
     response_model=WebhookReceipt,
     status_code=202,
     responses={
-        200: {"description": "Every event was a duplicate or matched no trigger (Salesforce: Ack)"},
+        200: {
+            "model": WebhookReceipt,
+            "description": "Every event was a duplicate or matched no trigger; Salesforce "
+            "outbound messages get the SOAP `notificationsResponse` (Ack true) instead",
+            "content": {"text/xml": {"schema": {"type": "string"}}},
+        },
         401: {"description": "Missing or wrong signature, or a timestamp outside the window"},
         404: {"description": "No trigger is bound to this tenant and connection"},
         413: {"description": "The body is larger than 1 MiB"},
