@@ -110,11 +110,12 @@ def worker() -> None:
     configure_logging(settings.log_level)
 
     async def go() -> None:
-        service = await Service.start(settings, worker=True, sandbox_base=_sandbox_base(settings))
+        # Handlers first: a SIGTERM that arrives while starting up still drains gracefully.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        service = await Service.start(settings, worker=True, sandbox_base=_sandbox_base(settings))
         await stop.wait()
         await service.stop()
 

@@ -101,6 +101,14 @@ def _statuses(api: httpx.Client, ids: list[str]) -> list[str]:
     return [api.get(f"/v1/tenants/acme/executions/{i}").json()["status"] for i in ids]
 
 
+def _wait_for_log(path: Path, text: str, seconds: float = 60) -> None:
+    # A loaded machine may take seconds to import and start a worker.
+    deadline = time.monotonic() + seconds
+    while text not in path.read_text():
+        assert time.monotonic() < deadline, f"{path.name} never said {text}"
+        time.sleep(0.1)
+
+
 def test_sigterm_drains_a_worker_and_another_finishes_the_rest(cluster: Cluster) -> None:
     httpx.post(
         f"{cluster.base}/sandbox/zendesk/_control", json={"latency_ms": 2000}
@@ -118,6 +126,7 @@ def test_sigterm_drains_a_worker_and_another_finishes_the_rest(cluster: Cluster)
             for case in cases
         ]
         first = cluster.start("worker", name="worker-1", drain_seconds="1")
+        _wait_for_log(cluster.logs / "worker-1.log", '"worker started"')
         time.sleep(1.5)  # some executions are half way through their steps
         started = time.monotonic()
         first.send_signal(signal.SIGTERM)

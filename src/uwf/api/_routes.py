@@ -32,14 +32,15 @@ from uwf.api._security import Requires, audit_entry
 from uwf.api._views import execution_summary, execution_view
 from uwf.errors import NotFoundError
 from uwf.service import Service, make_executor
-from uwf.store import Execution
+from uwf.store import Execution, StepRun
 
 router = APIRouter()
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-def _service(request: Request) -> Service:
+async def _service(request: Request) -> Service:
+    # async: FastAPI runs a plain `def` dependency in a thread pool, a thread hop per request.
     service: Service = request.app.state.service
     return service
 
@@ -101,14 +102,18 @@ async def submit_action(
         service.executor.wake()
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
+    ledger: list[StepRun] | None = None
     if wait and not execution.is_final and service.executor is not None:
-        execution = await service.executor.wait_for(execution.id, wait) or execution
+        latest, ledger = await service.executor.wait_for_result(execution.id, wait)
+        execution = latest or execution
     elif wait and not execution.is_final:
         execution = await _poll(service, execution, wait)
+    elif created:
+        ledger = []  # just stored: nothing has run yet
     response.headers["Location"] = f"/v1/tenants/{tenant}/executions/{execution.id}"
     if execution.is_final:
         response.status_code = 200
-    return await execution_view(service.store, execution)
+    return await execution_view(service.store, execution, ledger)
 
 
 async def _poll(service: Service, execution: Execution, seconds: float) -> Execution:

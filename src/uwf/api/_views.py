@@ -29,9 +29,14 @@ def _summary_fields(execution: Execution) -> dict[str, Any]:
     }
 
 
-async def execution_view(store: Store, execution: Execution) -> ExecutionView:
-    """The execution with every step of its workflow, run or still pending."""
-    recorded = await store.step_runs(execution.id)
+async def execution_view(
+    store: Store, execution: Execution, ledger: list[StepRun] | None = None
+) -> ExecutionView:
+    """The execution with every step of its workflow, run or still pending.
+
+    `ledger`: the execution's step runs when the caller has them (else they are read).
+    """
+    recorded = ledger if ledger is not None else await store.step_runs(execution.id)
     runs = {r.step_id: r for r in recorded}
     bundle = await store.metadata(execution.metadata_version)
     workflow = bundle.workflow(execution.tenant, execution.workflow) if bundle else None

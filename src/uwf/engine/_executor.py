@@ -13,6 +13,7 @@ import functools
 import os
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from uwf.engine._probe import probe_connection
 from uwf.engine._targets import TargetResolver
 from uwf.governor import Governor, open_state
 from uwf.metadata import ConnectionSpec
-from uwf.store import Execution, LeaseLostError, Store, new_id, utcnow
+from uwf.store import Execution, LeaseLostError, StepRun, Store, new_id, utcnow
 
 __all__ = ["Executor"]
 
@@ -34,6 +35,9 @@ log = structlog.get_logger("uwf.engine")
 
 # An execution whose run crashed this many times is dead-lettered instead of tried again.
 MAX_CRASHES = 5
+
+# How many finished executions a worker keeps at hand for callers waiting in its process.
+RECENT_RESULTS = 512
 
 
 class Executor:
@@ -74,6 +78,9 @@ class Executor:
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._finished: dict[str, asyncio.Event] = {}
+        # The last executions this worker finished, as stored: a caller waiting on one of them
+        # in this process gets it without reading it back (bounded; older ones are read).
+        self._recent: OrderedDict[str, tuple[Execution, list[StepRun]]] = OrderedDict()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -121,17 +128,28 @@ class Executor:
 
     async def wait_for(self, execution_id: str, seconds: float) -> Execution | None:
         """Wait until the execution is final (or `seconds` pass); returns its latest state."""
+        execution, _runs = await self.wait_for_result(execution_id, seconds)
+        return execution
+
+    async def wait_for_result(
+        self, execution_id: str, seconds: float
+    ) -> tuple[Execution | None, list[StepRun] | None]:
+        """Like `wait_for`, with the ledger too when this worker finished the execution."""
         deadline = time.monotonic() + seconds
         event = self._finished.setdefault(execution_id, asyncio.Event())
         try:
             while True:
-                execution = await self.store.get_execution(execution_id)
+                if execution_id in self._recent:
+                    return self._recent[execution_id]
                 remaining = deadline - time.monotonic()
-                if execution is None or execution.is_final or remaining <= 0:
-                    return execution
-                # The in-process worker signals at once; another process's worker is polled.
+                # This worker signals at once; another process's worker is seen by reading.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout=min(remaining, 1.0))
+                    await asyncio.wait_for(event.wait(), timeout=min(max(remaining, 0), 1.0))
+                if execution_id in self._recent:
+                    return self._recent[execution_id]
+                execution = await self.store.get_execution(execution_id)
+                if execution is None or execution.is_final or time.monotonic() >= deadline:
+                    return execution, None
         finally:
             self._finished.pop(execution_id, None)
 
@@ -226,6 +244,11 @@ class Executor:
             bound.exception("execution crashed")
             await self._after_crash(execution, exc)
         finally:
+            result = self._interpreter.finished.pop(execution.id, None)
+            if result is not None:
+                self._recent[execution.id] = result
+                while len(self._recent) > RECENT_RESULTS:
+                    self._recent.popitem(last=False)
             event = self._finished.get(execution.id)
             if event is not None:
                 event.set()

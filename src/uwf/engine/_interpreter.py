@@ -53,17 +53,27 @@ class Interpreter:
         # Ledger entries that need no transaction of their own (skipped steps): they are
         # written with the next entry, or with the execution's end.
         self._pending: dict[str, list[StepRun]] = {}
+        # Every ledger entry of the executions in progress, so that a finished execution can be
+        # handed to whoever waits for it in this process without reading it back.
+        self._runs: dict[str, dict[str, StepRun]] = {}
+        self.finished: dict[str, tuple[Execution, list[StepRun]]] = {}
 
     async def _save(self, execution_id: str, owner: str, run: StepRun) -> None:
         """Write the ledger entry; note a cancellation someone asked for meanwhile."""
         runs = [r for r in self._pending.pop(execution_id, []) if r is not run] + [run]
+        self._runs.setdefault(execution_id, {})[run.step_id] = run
         if await self._store.save_step(execution_id, owner, *runs):
             self._cancel_requested.add(execution_id)
+
+    def _unsaved_results(self, execution_id: str) -> bool:
+        """Whether a step's result waits to be written (skipped steps do not count)."""
+        return any(r.status != "skipped" for r in self._pending.get(execution_id, ()))
 
     def _defer(self, execution_id: str, run: StepRun) -> None:
         pending = self._pending.setdefault(execution_id, [])
         if not any(r is run for r in pending):
             pending.append(run)
+        self._runs.setdefault(execution_id, {})[run.step_id] = run
 
     async def run(self, execution: Execution, owner: str) -> str:
         """Advance `execution` as far as it goes now; returns its status afterwards."""
@@ -73,7 +83,7 @@ class Interpreter:
             outcome = await self._advance(execution, owner)
             if outcome.status == "rescheduled":
                 return "running"
-            await self._store.finish(
+            final = await self._store.finish(
                 execution.id,
                 owner,
                 outcome.status,
@@ -81,10 +91,13 @@ class Interpreter:
                 error=outcome.error,
                 runs=self._pending.pop(execution.id, []),
             )
+            runs = sorted(self._runs.get(execution.id, {}).values(), key=lambda r: r.position)
+            self.finished[execution.id] = (final, runs)
             return outcome.status
         finally:
             self._cancel_requested.discard(execution.id)
             self._pending.pop(execution.id, None)
+            self._runs.pop(execution.id, None)
 
     async def _advance(self, execution: Execution, owner: str) -> Outcome:
         bundle = await self._store.metadata(execution.metadata_version)
@@ -98,7 +111,10 @@ class Interpreter:
                     f"{execution.metadata_version}",
                 },
             )
-        ledger = {run.step_id: run for run in await self._store.step_runs(execution.id)}
+        # A first claim of a new action has no ledger yet (a replay may bring one).
+        fresh = execution.claims <= 1 and execution.replay_of is None
+        ledger = {} if fresh else {r.step_id: r for r in await self._store.step_runs(execution.id)}
+        self._runs[execution.id] = dict(ledger)
         return await Walk(self, execution, owner, bundle, ledger).workflow(workflow)
 
     async def _step(
@@ -198,6 +214,7 @@ class Interpreter:
                 runs=self._pending.pop(execution.id, []),
             )
             return Outcome("rescheduled")
+        before = (run.status, run.attempts, run.request, run.started_at)
         run.attempts += 1
         run.status, run.error, run.response, run.finished_at = "sending", None, None, None
         run.request = {
@@ -207,11 +224,19 @@ class Interpreter:
             "inputs": redact(inputs, target.auth.secrets),
         }
         run.started_at = run.started_at or utcnow()
-        if operation.is_idempotent:
+        if operation.is_idempotent and not self._unsaved_results(execution.id):
             # Sending it twice does no harm, so the ledger need not know it may have left.
             self._defer(execution.id, run)
         else:
+            # Before a request leaves: what the previous steps did is on record (and visible).
             await self._save(execution.id, owner, run)
+            if execution.id in self._cancel_requested:
+                # Asked while the previous step ran (its entry was deferred): not sent.
+                run.status, run.attempts, run.request, run.started_at = before
+                self._defer(execution.id, run)
+                return fail(
+                    "cancelled", "cancelled", f"cancelled on request before step '{step.id}'"
+                )
         try:
             async with self._governor.slot(conn_name, limits, admission):
                 try:
@@ -291,7 +316,11 @@ class Interpreter:
             run.status, run.error, run.finished_at = "failed", _error(exc), utcnow()
             await self._save(execution.id, owner, run)
             return fail("failed", "result", exc.message)
-        await self._save(execution.id, owner, run)
+        if operation.is_idempotent:
+            # Done twice is done once: a crash before the next entry only repeats the request.
+            self._defer(execution.id, run)
+        else:
+            await self._save(execution.id, owner, run)
         return None
 
     async def _verify(

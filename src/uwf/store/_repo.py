@@ -469,7 +469,8 @@ class Store:
         output: Any = None,
         error: dict[str, Any] | None = None,
         runs: list[StepRun] | None = None,
-    ) -> None:
+    ) -> Execution:
+        """End the execution with its last ledger entries; returns it as stored."""
         assert status in FINAL_STATUSES
         now = utcnow()
         async with self.engine.begin() as conn:
@@ -490,12 +491,15 @@ class Store:
                     updated_at=now,
                     finished_at=now,
                 )
+                .returning(*executions.c)
             )
-            if done.rowcount != 1:
+            row = done.first()
+            if row is None:
                 raise LeaseLostError(
                     f"lease on execution {execution_id} is no longer held by {owner}"
                 )
             await self._write_runs(conn, execution_id, runs or [])
+        return Execution.from_row(row)
 
     async def cancel(self, execution_id: str, tenant: str, reason: str) -> Execution | None:
         """Cancel now if nobody is running it, else ask its worker to stop before the next step.
