@@ -49,7 +49,7 @@ class Serve:
             self.process = subprocess.Popen(
                 [str(UWF), "serve"], env=self.env, stdout=log, stderr=log
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a loaded machine can take long to import
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()
             try:

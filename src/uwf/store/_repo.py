@@ -45,6 +45,70 @@ def _step_upsert(insert: Any) -> Any:
 
 _UPSERT_STEP = {"sqlite": _step_upsert(sqlite_insert), "postgresql": _step_upsert(pg_insert)}
 
+_LATEST_VERSION = sa.select(sa.func.max(metadata_versions.c.version))
+_INSERT_EXECUTION = sa.insert(executions).returning(*executions.c)
+_GET_EXECUTION = sa.select(executions).where(executions.c.id == sa.bindparam("b_id"))
+_GET_TENANT_EXECUTION = _GET_EXECUTION.where(executions.c.tenant == sa.bindparam("b_tenant"))
+# Lease fences: they match only while `b_owner` holds the running execution.
+_HELD = (
+    executions.c.id == sa.bindparam("b_id"),
+    executions.c.lease_owner == sa.bindparam("b_owner"),
+    executions.c.status == "running",
+)
+_FENCE = (
+    sa.update(executions)
+    .where(*_HELD)
+    .values(updated_at=sa.bindparam("b_now"))
+    .returning(executions.c.cancel_requested)
+)
+_FINISH = (
+    sa.update(executions)
+    .where(*_HELD)
+    .values(
+        status=sa.bindparam("b_status"),
+        output=sa.bindparam("b_output"),
+        error=sa.bindparam("b_error"),
+        lease_owner=None,
+        lease_expires_at=None,
+        updated_at=sa.bindparam("b_now"),
+        finished_at=sa.bindparam("b_now"),
+    )
+    .returning(*executions.c)
+)
+
+
+def _claim_statement(limit: int) -> Any:
+    due = (
+        sa.select(executions.c.id)
+        .where(
+            executions.c.status.in_(("queued", "running")),
+            executions.c.due_at <= sa.bindparam("b_now"),
+            sa.or_(
+                executions.c.lease_expires_at.is_(None),
+                executions.c.lease_expires_at < sa.bindparam("b_now"),
+            ),
+        )
+        .order_by(executions.c.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        sa.update(executions)
+        .where(executions.c.id.in_(due.scalar_subquery()))
+        .values(
+            status="running",
+            lease_owner=sa.bindparam("b_owner"),
+            lease_expires_at=sa.bindparam("b_expires"),
+            claims=executions.c.claims + 1,
+            started_at=sa.func.coalesce(executions.c.started_at, sa.bindparam("b_now")),
+            updated_at=sa.bindparam("b_now"),
+        )
+        .returning(*executions.c)
+    )
+
+
+_CLAIM = {limit: _claim_statement(limit) for limit in range(1, 65)}
+
 
 class LeaseLostError(Exception):
     """This worker no longer holds the execution's lease; another one may be running it."""
@@ -164,9 +228,7 @@ class Store:
 
     async def active_metadata(self) -> tuple[int, MetadataBundle] | None:
         async with self.engine.connect() as conn:
-            version = (
-                await conn.execute(sa.select(sa.func.max(metadata_versions.c.version)))
-            ).scalar()
+            version = (await conn.execute(_LATEST_VERSION)).scalar()
         if version is None:
             return None
         bundle = await self.metadata(int(version))
@@ -249,11 +311,7 @@ class Store:
                 return existing, False
         try:
             async with self.engine.begin() as conn:
-                inserted = (
-                    await conn.execute(
-                        sa.insert(executions).values(values).returning(*executions.c)
-                    )
-                ).one()
+                inserted = (await conn.execute(_INSERT_EXECUTION, values)).one()
                 for run in ledger or []:
                     await conn.execute(
                         sa.insert(step_runs).values(execution_id=execution_id, **run.values())
@@ -302,11 +360,14 @@ class Store:
         return await self.get_execution(str(row.execution_id))
 
     async def get_execution(self, execution_id: str, tenant: str | None = None) -> Execution | None:
-        query = sa.select(executions).where(executions.c.id == execution_id)
-        if tenant is not None:
-            query = query.where(executions.c.tenant == tenant)
         async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+            if tenant is None:
+                result = await conn.execute(_GET_EXECUTION, {"b_id": execution_id})
+            else:
+                result = await conn.execute(
+                    _GET_TENANT_EXECUTION, {"b_id": execution_id, "b_tenant": tenant}
+                )
+            row = result.first()
         return None if row is None else Execution.from_row(row)
 
     async def list_executions(
@@ -348,35 +409,14 @@ class Store:
         workers never claim the same row; SQLite serialises writers anyway.
         """
         now = utcnow()
-        due = (
-            sa.select(executions.c.id)
-            .where(
-                executions.c.status.in_(("queued", "running")),
-                executions.c.due_at <= now,
-                sa.or_(
-                    executions.c.lease_expires_at.is_(None),
-                    executions.c.lease_expires_at < now,
-                ),
-            )
-            .order_by(executions.c.due_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        stmt = (
-            sa.update(executions)
-            .where(executions.c.id.in_(due.scalar_subquery()))
-            .values(
-                status="running",
-                lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                claims=executions.c.claims + 1,
-                started_at=sa.func.coalesce(executions.c.started_at, now),
-                updated_at=now,
-            )
-            .returning(*executions.c)
-        )
+        stmt = _CLAIM[limit] if limit in _CLAIM else _claim_statement(limit)
+        params = {
+            "b_now": now,
+            "b_owner": owner,
+            "b_expires": now + timedelta(seconds=lease_seconds),
+        }
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(stmt)).all()
+            rows = (await conn.execute(stmt, params)).all()
         return sorted((Execution.from_row(r) for r in rows), key=lambda e: e.due_at)
 
     async def extend_leases(self, owner: str, ids: list[str], lease_seconds: float) -> set[str]:
@@ -476,22 +516,15 @@ class Store:
         async with self.engine.begin() as conn:
             # The update is its own fence: it only matches while this worker holds the lease.
             done = await conn.execute(
-                sa.update(executions)
-                .where(
-                    executions.c.id == execution_id,
-                    executions.c.lease_owner == owner,
-                    executions.c.status == "running",
-                )
-                .values(
-                    status=status,
-                    output=output,
-                    error=error,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                    finished_at=now,
-                )
-                .returning(*executions.c)
+                _FINISH,
+                {
+                    "b_id": execution_id,
+                    "b_owner": owner,
+                    "b_status": status,
+                    "b_output": output,
+                    "b_error": error,
+                    "b_now": now,
+                },
             )
             row = done.first()
             if row is None:
@@ -549,14 +582,7 @@ class Store:
     @staticmethod
     async def _fence(conn: AsyncConnection, execution_id: str, owner: str) -> bool:
         held = await conn.execute(
-            sa.update(executions)
-            .where(
-                executions.c.id == execution_id,
-                executions.c.lease_owner == owner,
-                executions.c.status == "running",
-            )
-            .values(updated_at=utcnow())
-            .returning(executions.c.cancel_requested)
+            _FENCE, {"b_id": execution_id, "b_owner": owner, "b_now": utcnow()}
         )
         row = held.first()
         if row is None:
