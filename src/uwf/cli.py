@@ -49,10 +49,20 @@ def main() -> None:
 
 def _run(coro: Callable[[], Awaitable[T]]) -> T:
     try:
-        return asyncio.run(coro())  # type: ignore[arg-type]
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(coro())  # type: ignore[arg-type]
     except UwfError as exc:
         err.print(f"[red]error:[/red] {exc.message}", highlight=False)
         raise typer.Exit(1) from None
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (as `uwf serve` gets it from uvicorn), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - not on Windows
+        return None
+    return uvloop.new_event_loop
 
 
 def _print_json(data: Any) -> None:

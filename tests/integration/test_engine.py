@@ -281,3 +281,44 @@ async def test_create_with_a_lost_response_creates_one_ticket(harness: Harness) 
     assert after == before + 1
     assert ticket["ticket"]["subject"] == "Printer on fire"
     assert ticket["ticket"]["priority"] == "urgent"
+
+
+async def test_read_and_step_timeouts_cut_a_slow_crm_short(
+    harness: Harness, metadata_dir: Path
+) -> None:
+    conn = metadata_dir / "acme-zendesk.yaml"
+    conn.write_text(
+        conn.read_text().replace("retry:\n", "timeouts:\n  read_seconds: 0.3\nretry:\n")
+    )
+    harness.version, _ = await harness.store.apply_metadata(load_directory(metadata_dir), "t1")
+    harness.sandbox.control(latency_ms=1500)
+
+    slow = await harness.execute("escalate_case", {"case_id": 34, "priority": "P1"})
+
+    assert slow.status == "dead"
+    assert slow.error is not None
+    assert slow.error["step"] == "set_priority"
+    assert "gave up after 3 attempts" in slow.error["message"]
+    assert "no response from acme-zendesk after the request was sent" in slow.error["message"]
+
+
+async def test_a_steps_own_timeout_wins_over_the_connections(
+    harness: Harness, metadata_dir: Path
+) -> None:
+    # (A test of its own: the timeouts above open the connection's circuit breaker.)
+    workflow = metadata_dir / "escalate_case.yaml"
+    workflow.write_text(
+        workflow.read_text().replace(
+            "    type: update_record\n", "    type: update_record\n    timeout_seconds: 0.3\n"
+        )
+    )
+    harness.version, _ = await harness.store.apply_metadata(load_directory(metadata_dir), "t2")
+    harness.sandbox.control(latency_ms=1500)
+    cut = await harness.execute("escalate_case", {"case_id": 35, "priority": "P1"})
+    assert cut.status == "dead"
+    assert cut.error is not None
+    assert "no response from acme-zendesk" in cut.error["message"]
+
+    harness.sandbox.control(latency_ms=0)
+    fine = await harness.execute("escalate_case", {"case_id": 36, "priority": "P1"})
+    assert fine.status == "succeeded"

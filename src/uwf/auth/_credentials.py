@@ -215,13 +215,14 @@ def build_credentials(
     return Credentials({"Authorization": header}, tuple(s for s in secrets if s))
 
 
+_SECRET_NAMES = _SECRET_KEYS | _SECRET_HEADERS
+
+
 def redact(value: Any, secrets: tuple[str, ...] = ()) -> Any:
     """A copy of `value` (JSON-like) with secrets replaced by `[REDACTED]`."""
     if isinstance(value, dict):
         return {
-            k: REDACTED
-            if isinstance(k, str) and k.lower() in _SECRET_KEYS | _SECRET_HEADERS
-            else redact(v, secrets)
+            k: REDACTED if isinstance(k, str) and k.lower() in _SECRET_NAMES else redact(v, secrets)
             for k, v in value.items()
         }
     if isinstance(value, list):

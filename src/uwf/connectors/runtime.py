@@ -64,6 +64,8 @@ class Target:
     auth: Authenticator
     timeout_seconds: float
     config: Mapping[str, str]
+    connect_timeout: float = 10.0
+    read_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +222,9 @@ class ConnectorRuntime:
             secrets,
         )
         timeout = aiohttp.ClientTimeout(
-            total=target.timeout_seconds, connect=min(10.0, target.timeout_seconds)
+            total=target.timeout_seconds,
+            connect=min(target.connect_timeout, target.timeout_seconds),
+            sock_read=target.read_timeout,
         )
         started = time.perf_counter()
         connection = target.connection

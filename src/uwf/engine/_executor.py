@@ -148,6 +148,8 @@ class Executor:
                 if execution_id in self._recent:
                     return self._recent[execution_id]
                 execution = await self.store.get_execution(execution_id)
+                if execution_id in self._recent:  # finished while it was being read
+                    return self._recent[execution_id]
                 if execution is None or execution.is_final or time.monotonic() >= deadline:
                     return execution, None
         finally:

@@ -7,6 +7,7 @@ may have been sent is checked (`verify`) or re-sent only when sending twice is h
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import timedelta
 from typing import Any
@@ -162,6 +163,8 @@ class Interpreter:
         operation_name = STEP_OPERATION[step.type]
         try:
             target = self._targets.resolve(execution.metadata_version, bundle, connection)
+            if step.timeout_seconds is not None:
+                target = dataclasses.replace(target, timeout_seconds=step.timeout_seconds)
             operation = target.spec.operation(step.object, operation_name)
             if operation is None:
                 raise FatalError(

@@ -76,4 +76,6 @@ class TargetResolver:
             auth=auth,
             timeout_seconds=connection.timeout_seconds,
             config=connection.config,
+            connect_timeout=connection.timeouts.connect_seconds,
+            read_timeout=connection.timeouts.read_seconds,
         )

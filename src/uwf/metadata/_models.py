@@ -39,6 +39,7 @@ __all__ = [
     "SwitchCase",
     "SwitchStep",
     "TenantSpec",
+    "TimeoutsSpec",
     "TriggerSpec",
     "UpdateRecordStep",
     "ValueMapSpec",
@@ -182,6 +183,21 @@ class RetrySpec(_Doc):
     max_delay_seconds: float = Field(default=300.0, ge=0, le=86400)
 
 
+class TimeoutsSpec(_Doc):
+    """How long to wait for a CRM, per request. The total is the connection's `timeout_seconds`
+    (or a step's own)."""
+
+    connect_seconds: float = Field(
+        default=10.0, gt=0, le=600, description="To open a connection (then: retried, not sent)"
+    )
+    read_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=600,
+        description="Longest silence while reading the answer; default: only the total applies",
+    )
+
+
 class TenantSpec(_Doc):
     kind: Literal["tenant"]
     name: str = Field(pattern=TENANT_NAME)
@@ -202,7 +218,10 @@ class ConnectionSpec(_Doc):
     )
     auth: AuthSpec
     config: dict[str, str] = Field(default_factory=dict)
-    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="Longest a request may take, all in"
+    )
+    timeouts: TimeoutsSpec = Field(default_factory=TimeoutsSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     limits: LimitsSpec | None = Field(
         default=None, description="This account's budget; default: the connector's"
@@ -241,6 +260,12 @@ class _Step(_BaseStep):
         default=None, description="Named JMESPath extractions over the step's result"
     )
     retry: RetrySpec | None = None
+    timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=600,
+        description="This step's total per request; default: the connection's",
+    )
 
 
 class LookupStep(_Step):
