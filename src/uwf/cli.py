@@ -305,11 +305,17 @@ def run_once(
     tenant: Annotated[str, typer.Option(help="Tenant name")],
     input_json: Annotated[str, typer.Option("--input", help="The input as JSON")] = "{}",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the result")] = 60.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read from the CRM, write nothing: print the plan")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="--dry-run: print JSON")] = False,
 ) -> None:
     """Run one action now, in this process, and print the execution.
 
     The built-in sandboxes are started for the run on a loopback port, so the example
-    connections work without `uwf serve`.
+    connections work without `uwf serve`. With --dry-run, reads are sent, writes are not:
+    the requests that would be sent and each update's `current → new` values are printed,
+    and no execution is stored.
     """
     from uwf._oneoff import run_action
 
@@ -318,6 +324,15 @@ def run_once(
     except json.JSONDecodeError as exc:
         err.print(f"[red]error:[/red] --input is not valid JSON: {exc}")
         raise typer.Exit(2) from None
+    if dry_run:
+        from uwf._cli_governance import print_dry_run
+        from uwf._governance import dry_run_action
+
+        plan = _run(lambda: dry_run_action(Settings(), tenant, workflow, data, timeout))
+        print_dry_run(plan, as_json)
+        if plan["status"] != "succeeded":
+            raise typer.Exit(1)
+        return
     result = _run(lambda: run_action(Settings(), tenant, workflow, data, timeout))
     _print_json(result)
     if result.get("status") != "succeeded":
@@ -611,6 +626,15 @@ def db_upgrade() -> None:
 
     dialect = _run(go)
     err.print(f"{dialect} schema is up to date")
+
+
+def _register_governance() -> None:
+    from uwf._cli_governance import register
+
+    register(metadata_app, connections_app)
+
+
+_register_governance()
 
 
 if __name__ == "__main__":  # pragma: no cover

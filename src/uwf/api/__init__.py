@@ -6,6 +6,7 @@ from uwf.api._accept import (
     find_connection,
     replay_execution,
     tenant_metadata,
+    validate_action,
 )
 from uwf.api._problems import ProblemError
 from uwf.api._views import execution_summary, execution_view
@@ -21,4 +22,5 @@ __all__ = [
     "find_connection",
     "replay_execution",
     "tenant_metadata",
+    "validate_action",
 ]

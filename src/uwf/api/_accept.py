@@ -19,6 +19,7 @@ __all__ = [
     "find_connection",
     "replay_execution",
     "tenant_metadata",
+    "validate_action",
 ]
 
 _validators: dict[tuple[int, str, str], Any] = {}
@@ -53,15 +54,7 @@ async def accept_action(
         InputValidationError: unknown workflow, or input that breaks its schema.
         ConflictError: the idempotency key was used with a different request.
     """
-    version, bundle = await tenant_metadata(store, tenant)
-    workflow = bundle.workflow(tenant, workflow_name)
-    if workflow is None:
-        known = ", ".join(bundle.workflow_names(tenant)) or "none"
-        raise InputValidationError(
-            f"unknown workflow '{workflow_name}' for tenant '{tenant}' (known: {known})",
-            errors=[{"path": "/workflow", "message": "unknown workflow"}],
-        )
-    _validate_input(version, tenant, workflow, data)
+    version, _, _ = await validate_action(store, tenant, workflow_name, data)
     request_hash = None
     if idempotency_key is not None:
         canonical = json.dumps(
@@ -77,6 +70,27 @@ async def accept_action(
         request_hash=request_hash,
         audit=audit,
     )
+
+
+async def validate_action(
+    store: Store, tenant: str, workflow_name: str, data: dict[str, Any]
+) -> tuple[int, MetadataBundle, WorkflowSpec]:
+    """Check an action against the active metadata without persisting anything.
+
+    Raises:
+        NotFoundError: unknown tenant.
+        InputValidationError: unknown workflow, or input that breaks its schema.
+    """
+    version, bundle = await tenant_metadata(store, tenant)
+    workflow = bundle.workflow(tenant, workflow_name)
+    if workflow is None:
+        known = ", ".join(bundle.workflow_names(tenant)) or "none"
+        raise InputValidationError(
+            f"unknown workflow '{workflow_name}' for tenant '{tenant}' (known: {known})",
+            errors=[{"path": "/workflow", "message": "unknown workflow"}],
+        )
+    _validate_input(version, tenant, workflow, data)
+    return version, bundle, workflow
 
 
 def _validate_input(version: int, tenant: str, workflow: WorkflowSpec, data: Any) -> None:

@@ -115,3 +115,49 @@ class ConnectionTest(BaseModel):
     status: int | None
     rate_limit: dict[str, str | None] | None
     problem: str | None
+
+
+class PicklistOptionView(BaseModel):
+    value: Any
+    label: str | None
+
+
+class FieldView(BaseModel):
+    """One field of a CRM object, as the CRM describes it."""
+
+    name: str = Field(description="The CRM's own (writable) name")
+    canonical: str | None = Field(description="The canonical name, where the spec maps one")
+    label: str | None
+    type: str | None
+    required: bool | None
+    read_only: bool | None
+    options: list[PicklistOptionView] = Field(description="Allowed values of a picklist")
+
+
+class ObjectDescriptionView(BaseModel):
+    """An object's live field metadata, read from the CRM through the connector."""
+
+    connection: str
+    connector: str
+    object: str
+    native_name: str | None
+    fields: list[FieldView]
+
+
+class DryRunView(BaseModel):
+    """What an action would do: reads were sent, writes were not; nothing was stored."""
+
+    dry_run: Literal[True]
+    tenant: str
+    workflow: str
+    metadata_version: int
+    status: str = Field(description="How the evaluation ended: succeeded, failed, …")
+    input: dict[str, Any]
+    output: Any
+    error: dict[str, Any] | None
+    steps: list[dict[str, Any]] = Field(
+        description="Each step: status, request (would-be, for writes), `diff` for updates"
+    )
+    requests: list[dict[str, Any]] = Field(
+        description="Every request in order; `sent: false` for the writes that were not sent"
+    )

@@ -8,6 +8,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from uwf.api._accept import (
     accept_action,
@@ -15,21 +16,26 @@ from uwf.api._accept import (
     find_connection,
     replay_execution,
     tenant_metadata,
+    validate_action,
 )
 from uwf.api._models import (
     ActionRequest,
     ConnectionTest,
     ConnectionView,
+    DryRunView,
     ExecutionPage,
     ExecutionStatus,
     ExecutionView,
     Health,
+    ObjectDescriptionView,
     ReplayRequest,
     WorkflowView,
 )
 from uwf.api._problems import ProblemError
 from uwf.api._security import Requires, audit_entry
 from uwf.api._views import execution_summary, execution_view
+from uwf.connectors import describe_object
+from uwf.engine import TargetResolver, dry_run
 from uwf.errors import NotFoundError
 from uwf.service import Service, make_executor
 from uwf.store import Execution, StepRun
@@ -66,7 +72,21 @@ async def healthz(service: ServiceDep) -> Health:
     status_code=202,
     dependencies=[Requires("actions:write")],
     tags=["actions"],
-    responses={200: {"description": "Finished within `wait` seconds"}},
+    responses={
+        200: {
+            "description": "Finished within `wait` seconds; with `dry_run=true`, the plan",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            {"$ref": "#/components/schemas/ExecutionView"},
+                            {"$ref": "#/components/schemas/DryRunView"},
+                        ]
+                    }
+                }
+            },
+        }
+    },
 )
 async def submit_action(
     tenant: str,
@@ -76,13 +96,33 @@ async def submit_action(
     service: ServiceDep,
     wait: Annotated[float | None, Query(ge=0, le=30, description="Seconds to wait (≤ 30)")] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> ExecutionView:
+    dry_run_: Annotated[
+        bool,
+        Query(
+            alias="dry_run",
+            description="Evaluate against the CRM without writing: reads are sent, writes are "
+            "listed (with each update's current → new values); nothing is stored or queued",
+        ),
+    ] = False,
+) -> ExecutionView | JSONResponse:
     """Validate and persist a workflow action; it runs in the background.
 
     Answers `202` with the queued execution and its `Location`, or `200` with the finished
     execution when it ends within `wait` seconds. The same `Idempotency-Key` with the same body
-    returns the same execution; with a different body, `422`.
+    returns the same execution; with a different body, `422`. With `dry_run=true`, answers
+    `200` with the plan (`DryRunView`) and stores nothing.
     """
+    if dry_run_:
+        version, bundle, _ = await validate_action(service.store, tenant, body.workflow, body.input)
+        plan = await dry_run(
+            bundle=bundle,
+            version=version,
+            tenant=tenant,
+            workflow=body.workflow,
+            data=body.input,
+            targets=_targets(service).fresh(),
+        )
+        return JSONResponse(DryRunView(**plan).model_dump(mode="json"))
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise ProblemError(
             400,
@@ -297,3 +337,43 @@ async def test_connection(tenant: str, name: str, service: ServiceDep) -> Connec
         finally:
             await executor.runtime.close()
     return ConnectionTest(**await executor.probe(version, connection))
+
+
+def _targets(service: Service) -> TargetResolver:
+    if service.executor is not None:
+        return service.executor.targets
+    return make_executor(service.settings, service.store, service.sandbox_base).targets
+
+
+@router.get(
+    "/v1/tenants/{tenant}/connections/{name}/describe",
+    response_model=ObjectDescriptionView,
+    dependencies=[Requires("metadata:write")],
+    tags=["connections"],
+)
+async def describe_connection(
+    tenant: str,
+    name: str,
+    service: ServiceDep,
+    object_: Annotated[
+        str, Query(alias="object", max_length=63, description="Canonical object, e.g. case")
+    ] = "case",
+) -> ObjectDescriptionView:
+    """The object's live field metadata, read from the CRM: names (native and canonical),
+    types, required and read-only flags, picklist values. Only reads are sent."""
+    await tenant_metadata(service.store, tenant)
+    version, connection = await find_connection(service.store, name, tenant)
+    bundle = await service.store.metadata(version)
+    assert bundle is not None
+    if service.executor is not None:
+        executor = service.executor
+        target = executor.targets.resolve(version, bundle, connection)
+        description = await describe_object(executor.runtime, target, object_)
+    else:
+        executor = make_executor(service.settings, service.store, service.sandbox_base)
+        try:
+            target = executor.targets.resolve(version, bundle, connection)
+            description = await describe_object(executor.runtime, target, object_)
+        finally:
+            await executor.runtime.close()
+    return ObjectDescriptionView(**description.to_json())

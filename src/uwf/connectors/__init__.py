@@ -1,10 +1,19 @@
 """Connectors: CRM APIs described as data, and the runtime that calls them over HTTP."""
 
+from uwf.connectors._describe import (
+    FieldInfo,
+    ObjectDescription,
+    PicklistOption,
+    describe_object,
+    native_base,
+)
 from uwf.connectors._reference import reference_markdown
 from uwf.connectors._registry import builtin_connectors
 from uwf.connectors.spec import (
     OPERATIONS,
+    ChoicesSpec,
     ConnectorSpec,
+    DescribeSpec,
     ErrorSpec,
     FieldSpec,
     FieldType,
@@ -18,16 +27,23 @@ from uwf.connectors.spec import (
 
 __all__ = [
     "OPERATIONS",
+    "ChoicesSpec",
     "ConnectorSpec",
+    "DescribeSpec",
     "ErrorSpec",
+    "FieldInfo",
     "FieldSpec",
     "FieldType",
     "LimitsSpec",
+    "ObjectDescription",
     "ObjectSpec",
     "OperationName",
     "OperationSpec",
+    "PicklistOption",
     "RateLimitHeadersSpec",
     "VerifySpec",
     "builtin_connectors",
+    "describe_object",
+    "native_base",
     "reference_markdown",
 ]

@@ -11,7 +11,9 @@ from pydantic_core import PydanticUndefined
 
 from uwf.connectors.spec import (
     AuthTemplateSpec,
+    ChoicesSpec,
     ConnectorSpec,
+    DescribeSpec,
     ErrorSpec,
     FieldSpec,
     LimitsSpec,
@@ -30,6 +32,8 @@ _MODELS: tuple[type[BaseModel], ...] = (
     FieldSpec,
     OperationSpec,
     VerifySpec,
+    DescribeSpec,
+    ChoicesSpec,
     ErrorSpec,
     RateLimitHeadersSpec,
     LimitsSpec,

@@ -117,14 +117,14 @@ class ConnectorRuntime:
             self._sessions[key] = session
         return session
 
-    async def call(
-        self,
+    @staticmethod
+    def build(
         target: Target,
         operation: OperationSpec,
         context: dict[str, Any],
         value_maps: Mapping[str, ValueMap] | None = None,
-    ) -> CallResult:
-        """Send one operation. Raises a `ConnectorError` subclass on failure."""
+    ) -> tuple[str, dict[str, str], dict[str, str], Any]:
+        """The operation's path, query, headers and body for `context` (nothing is sent)."""
         maps = value_maps or {}
         ctx = {**context, "connection": dict(target.config)}
         compiled = operation.compiled
@@ -137,6 +137,19 @@ class ConnectorRuntime:
             raise FatalError(f"cannot build the request: {exc.message}") from None
         if operation.idempotency_header and context.get("step_key"):
             headers[operation.idempotency_header] = str(context["step_key"])
+        return path, query, headers, body
+
+    async def call(
+        self,
+        target: Target,
+        operation: OperationSpec,
+        context: dict[str, Any],
+        value_maps: Mapping[str, ValueMap] | None = None,
+    ) -> CallResult:
+        """Send one operation. Raises a `ConnectorError` subclass on failure."""
+        ctx = {**context, "connection": dict(target.config)}
+        path, query, headers, body = self.build(target, operation, context, value_maps)
+        compiled = operation.compiled
         answer, response = await self._send(
             target, operation.method, path, query, headers, body, operation.is_idempotent
         )
@@ -171,6 +184,23 @@ class ConnectorRuntime:
             if _same(compiled["marker"].evaluate(item), expected):
                 return item, record
         return None, record
+
+    async def fetch(
+        self,
+        target: Target,
+        method: str,
+        path: str,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+    ) -> dict[str, Any]:
+        """One authenticated request outside any operation (describe, dry-run reads).
+
+        Returns the answer: `body`, `status` and lower-cased `headers`; raises like `call`.
+        """
+        answer, _ = await self._send(
+            target, method, path, query or {}, {}, body, method in ("GET", "PUT", "PATCH")
+        )
+        return answer
 
     async def _send(
         self,

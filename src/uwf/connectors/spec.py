@@ -32,7 +32,9 @@ from uwf.mapping import Expression, compile_expression, compile_value
 
 __all__ = [
     "OPERATIONS",
+    "ChoicesSpec",
     "ConnectorSpec",
+    "DescribeSpec",
     "ErrorSpec",
     "FieldSpec",
     "FieldType",
@@ -133,6 +135,101 @@ class OperationSpec(_Spec):
             _ = self.verify.compiled
 
 
+class ChoicesSpec(_Spec):
+    """A further request listing picklist options apart from the fields themselves.
+
+    Some CRMs keep choices in their own table (ServiceNow `sys_choice`) or only expand them on a
+    typed request (Dataverse option sets). `items` selects entries from the answer; `field` names
+    the field an entry belongs to; `options` selects the entry's options (default: the entry is
+    one option), and `value` and `label` read each option.
+    """
+
+    method: HttpMethod = Field(default="GET", description="HTTP method")
+    path: str = Field(description="Path template under the base URL")
+    query: dict[str, Any] = Field(default_factory=dict, description="Query templates")
+    body: Any = Field(default=None, description="JSON body template")
+    items: str = Field(description="JMESPath over `{body, status, headers, input}`: the entries")
+    field: str = Field(description="JMESPath over one entry: the native field name")
+    options: str | None = Field(
+        default=None, description="JMESPath over one entry: its options (default: the entry)"
+    )
+    value: str = Field(default="value", description="JMESPath over one option: the value")
+    label: str = Field(default="label", description="JMESPath over one option: its label")
+
+    @cached_property
+    def compiled(self) -> dict[str, Any]:
+        return {
+            "path": compile_value(self.path),
+            "query": compile_value(self.query),
+            "body": compile_value(self.body) if self.body is not None else None,
+            "items": compile_expression(self.items),
+            "field": compile_expression(self.field),
+            "options": compile_expression(self.options) if self.options else None,
+            "option_value": compile_expression(self.value),
+            "option_label": compile_expression(self.label),
+        }
+
+
+class DescribeSpec(_Spec):
+    """How to read an object's live field metadata (`uwf connections describe`, `--against-crm`).
+
+    The request (`method`, `path`, `query`, `body`) fetches the CRM's field definitions; `fields`
+    selects them from the answer and the other expressions read one definition: its native
+    `name` (the name a write uses), `label`, `type`, whether it is `required` and `read_only`,
+    and its picklist `options`. Options may be a list (of objects or of plain values) or an
+    object, whose entries become `{key, value}`; `option_value` and `option_label` read each
+    option. `choices` are further requests for CRMs that list options elsewhere.
+    """
+
+    method: HttpMethod = Field(default="GET", description="HTTP method")
+    path: str = Field(description="Path template under the base URL")
+    query: dict[str, Any] = Field(default_factory=dict, description="Query templates")
+    body: Any = Field(default=None, description="JSON body template")
+    fields: str = Field(
+        default="body", description="JMESPath over `{body, status, headers, input}`: the fields"
+    )
+    name: str = Field(description="JMESPath over one field: its native (writable) name")
+    label: str | None = Field(default=None, description="JMESPath: the field's display label")
+    type: str | None = Field(default=None, description="JMESPath: the CRM's type name")
+    required: str | None = Field(default=None, description="JMESPath: truthy when required")
+    read_only: str | None = Field(
+        default=None, description="JMESPath: truthy when the API cannot write the field"
+    )
+    options: str | None = Field(default=None, description="JMESPath: the picklist's options")
+    option_value: str = Field(
+        default="value", description="JMESPath over one option (an object): the stored value"
+    )
+    option_label: str = Field(
+        default="label", description="JMESPath over one option (an object): its label"
+    )
+    choices: list[ChoicesSpec] = Field(
+        default_factory=list, description="Further requests that list options by field"
+    )
+
+    @cached_property
+    def compiled(self) -> dict[str, Any]:
+        optional = ("label", "type", "required", "read_only", "options")
+        compiled: dict[str, Any] = {
+            "path": compile_value(self.path),
+            "query": compile_value(self.query),
+            "body": compile_value(self.body) if self.body is not None else None,
+            "fields": compile_expression(self.fields),
+            "name": compile_expression(self.name),
+            "option_value": compile_expression(self.option_value),
+            "option_label": compile_expression(self.option_label),
+        }
+        for key in optional:
+            source = getattr(self, key)
+            compiled[key] = compile_expression(source) if source else None
+        return compiled
+
+    def check(self) -> None:
+        """Compile every template now, so a bad spec fails at load time."""
+        _ = self.compiled
+        for choices in self.choices:
+            _ = choices.compiled
+
+
 class ObjectSpec(_Spec):
     """An object of the CRM, named canonically (case, comment, user, account, contact, …).
 
@@ -163,6 +260,9 @@ class ObjectSpec(_Spec):
     )
     operations: dict[OperationName, OperationSpec] = Field(
         description="Canonical operation → HTTP request"
+    )
+    describe: DescribeSpec | None = Field(
+        default=None, description="How to read the object's live field metadata"
     )
 
     @cached_property
@@ -349,6 +449,11 @@ class ConnectorSpec(_Spec):
         checks += [
             (f"objects.{name}.record", lambda o=obj: o.compiled_record)
             for name, obj in self.objects.items()
+        ]
+        checks += [
+            (f"objects.{name}.describe", obj.describe.check)
+            for name, obj in self.objects.items()
+            if obj.describe is not None
         ]
         if self.health is not None:
             checks.append(("health", self.health.check))

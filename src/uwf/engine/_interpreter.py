@@ -8,6 +8,7 @@ may have been sent is checked (`verify`) or re-sent only when sending twice is h
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from uwf.auth import redact
 from uwf.connectors import OperationSpec
 from uwf.connectors.runtime import ConnectorRuntime, Target
 from uwf.engine._flow import Outcome, Walk, compiled_expression, compiled_value
+from uwf.engine._lookups import LookupCache
 from uwf.engine._targets import TargetResolver
 from uwf.errors import (
     ConnectorError,
@@ -51,6 +53,7 @@ class Interpreter:
         self._targets = targets
         self._governor = governor or Governor(LocalState())
         self._cancel_requested: set[str] = set()
+        self._lookups = LookupCache()
         # Ledger entries that need no transaction of their own (skipped steps): they are
         # written with the next entry, or with the execution's end.
         self._pending: dict[str, list[StepRun]] = {}
@@ -198,6 +201,21 @@ class Interpreter:
                 await self._save(execution.id, owner, run)
                 return None
 
+        cache_key = LookupCache.key(execution.metadata_version, connection, step, inputs)
+        cached = self._lookups.get(cache_key) if cache_key is not None else None
+        if cached is not None:
+            # A recent identical lookup answered this: no request, no budget used.
+            run.request = {
+                "operation": operation_name,
+                "object": step.object,
+                "connection": conn_name,
+                "inputs": redact(inputs, target.auth.secrets),
+                "cached": True,
+            }
+            self._done(run, context, step, canonical(cached), inputs)
+            await self._save(execution.id, owner, run)
+            return None
+
         retry = step.retry or connection.retry
         limits = connection.limits or target.spec.limits
         admission = await self._governor.admit(conn_name, limits)
@@ -313,6 +331,8 @@ class Interpreter:
             return fail("failed", "crm_error", exc.message, status=exc.status)
 
         run.request, run.response = result.request, result.response
+        if cache_key is not None:
+            self._lookups.put(cache_key, connection, step, result.result)
         try:
             self._done(run, context, step, canonical(result.result), inputs)
         except UwfError as exc:
@@ -393,8 +413,13 @@ class Interpreter:
     ) -> None:
         if step.type == "lookup":
             matches = result if isinstance(result, list) else ([result] if result else [])
+            default = getattr(step, "default", None)
+            if not matches and default is not None:
+                matches = [compiled_value(default).evaluate(context)]
             if not matches and step.required:
-                raise FatalError(f"no {step.object} matches {inputs.get('criteria')}")
+                raise FatalError(
+                    f"no {step.object} matches {json.dumps(inputs.get('criteria'), default=str)}"
+                )
             result = matches[0] if matches else None
         output = result
         if step.output is not None:

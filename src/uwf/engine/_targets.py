@@ -30,6 +30,10 @@ class TargetResolver:
         self._tokens = tokens
         self._cache: dict[tuple[int, str], Target] = {}
 
+    def fresh(self) -> TargetResolver:
+        """A resolver with the same secrets, sandboxes and tokens, and an empty cache."""
+        return TargetResolver(self._secrets, self._sandbox_url, self._tokens)
+
     def resolve(self, version: int, bundle: MetadataBundle, connection: ConnectionSpec) -> Target:
         """The target of `connection` in metadata `version` (whose content is `bundle`)."""
         key = (version, connection.name)

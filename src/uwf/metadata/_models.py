@@ -236,6 +236,13 @@ class ConnectionSpec(_Doc):
         description="Per object, canonical fields this account maps differently from the "
         "connector (another native field, other picklist values); replaces the connector's",
     )
+    lookup_cache_ttl_seconds: float = Field(
+        default=0,
+        ge=0,
+        le=86400,
+        description="How long a lookup's answer is reused for the same criteria (0: never); "
+        "a lookup step's `cache_ttl_seconds` overrides it",
+    )
 
 
 class ValueMapSpec(_Doc):
@@ -275,6 +282,18 @@ class LookupStep(_Step):
     object: str
     criteria: dict[str, Any]
     required: bool = Field(default=True, description="Fail when nothing matches")
+    default: Any = Field(
+        default=None,
+        description="The step's result when nothing matches (a value or template), "
+        "instead of failing",
+    )
+    cache_ttl_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        description="Reuse the answer for the same criteria this long (0: never); "
+        "default: the connection's `lookup_cache_ttl_seconds`",
+    )
 
 
 class UpdateRecordStep(_Step):

@@ -102,6 +102,7 @@ def _count(key: str, value: Any, *, minimum: int, nullable: bool = False) -> int
 class _Stats:
     requests_total: int = 0
     by_status: Counter[str] = field(default_factory=Counter)
+    by_route: Counter[str] = field(default_factory=Counter)  # "GET /api/v2/…": what was asked
     injected: Counter[str] = field(default_factory=Counter)
     writes: int = 0
     dropped_after_write: int = 0
@@ -123,6 +124,7 @@ class _Stats:
         return {
             "requests_total": self.requests_total,
             "by_status": dict(sorted(self.by_status.items())),
+            "by_route": dict(sorted(self.by_route.items())),
             "injected": dict(sorted(self.injected.items())),
             "writes": self.writes,
             "dropped_after_write": self.dropped_after_write,
@@ -330,6 +332,7 @@ class SandboxApp:
     async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
         control, stats = self.control, self.control.stats
         stats.arrival(control.clock())
+        stats.by_route[f"{scope['method']} {_route_path(scope)}"] += 1
         if control.latency_ms:
             await asyncio.sleep(control.latency_ms / 1000)
         decision = control.account.acquire()

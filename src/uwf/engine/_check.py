@@ -1,0 +1,247 @@
+"""`uwf metadata check --against-crm`: workflows checked against the CRMs' live field metadata.
+
+For every step that writes fields (`update_record`, `create_record`, wherever it is nested),
+each field is resolved to the CRM's name through the connector spec (canonical → native;
+custom native names as given) and looked up in the object's live description. Reported:
+
+* a field the CRM object does not have (with the closest names it does have);
+* a field the API cannot write (read-only);
+* a value the field cannot take: a value-map target (`value_map('name', …)` in the field's
+  template), or a literal value, that is not one of the picklist's allowed values.
+
+Only reads are sent (the describe requests); nothing is written to any CRM.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from uwf.connectors import FieldInfo, ObjectDescription, native_base
+from uwf.errors import UwfError
+from uwf.mapping import ValueMap
+from uwf.metadata import ConnectionSpec, MetadataBundle, WorkflowSpec
+
+__all__ = ["Finding", "check_against_crm", "document_lines"]
+
+_VALUE_MAP_CALL = re.compile(r"value_map\(\s*'([^']+)'")
+_WRITING_STEPS = ("update_record", "create_record")
+
+Describe = Callable[[ConnectionSpec, str], Awaitable[ObjectDescription]]
+Locate = Callable[[WorkflowSpec, tuple[str | int, ...]], tuple[str, int | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One mismatch between a workflow and the CRM, located in the metadata."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+    severity: str = "error"  # or "note": could not be checked, not a failure
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "path": self.path,
+            "message": self.message,
+            "severity": self.severity,
+        }
+
+
+async def check_against_crm(
+    bundle: MetadataBundle,
+    describe: Describe,
+    *,
+    tenant: str | None = None,
+    locate: Locate | None = None,
+) -> list[Finding]:
+    """Every finding for the workflows of `bundle` (of `tenant` only, when given).
+
+    `describe(connection, object)` reads an object's live fields; each (connection, object) is
+    described once. `locate(workflow, path)` gives the file and line of a path in a workflow.
+    """
+    cache: dict[tuple[str, str], ObjectDescription | str] = {}
+    findings: list[Finding] = []
+
+    def where(wf: WorkflowSpec, path: tuple[str | int, ...]) -> tuple[str, int | None]:
+        if locate is not None:
+            return locate(wf, path)
+        return f"workflow {wf.tenant}/{wf.name}", None
+
+    for (wf_tenant, _), wf in sorted(bundle.workflows.items()):
+        if tenant is not None and wf_tenant != tenant:
+            continue
+        maps = bundle.value_maps_for(wf.tenant)
+        for path, step in _writing_steps(wf.steps, ("steps",)):
+            conn_name = getattr(step, "connection", None) or wf.connection
+            connection = bundle.connections.get(conn_name)
+            if connection is None:
+                continue  # `metadata validate` reports it
+            key = (conn_name, step.object)
+            if key not in cache:
+                try:
+                    cache[key] = await describe(connection, step.object)
+                except UwfError as exc:
+                    cache[key] = exc.message
+            described = cache[key]
+            if isinstance(described, str):
+                file, line = where(wf, (*path, "object"))
+                message = f"cannot check against {conn_name}: {described}"
+                findings.append(Finding(file, line, _dotted((*path, "object")), message, "note"))
+                continue
+            spec = bundle.connectors[connection.connector].objects.get(step.object)
+            mapping = spec.fields if spec is not None else {}
+            for name, template in step.fields.items():
+                for inner, message in _check_field(described, mapping, name, template, maps):
+                    field_path = (*path, "fields", name, *inner)
+                    file, line = where(wf, field_path)
+                    findings.append(Finding(file, line, _dotted(field_path), message))
+    return findings
+
+
+def _writing_steps(
+    value: Any, path: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    """Steps that write fields, with their path, found in any nesting (branches, loops)."""
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _writing_steps(item, (*path, index))
+    elif isinstance(value, BaseModel):
+        if getattr(value, "type", None) in _WRITING_STEPS and isinstance(
+            getattr(value, "fields", None), dict
+        ):
+            yield path, value
+        for name in type(value).model_fields:
+            child = getattr(value, name)
+            if isinstance(child, (list, BaseModel, dict)):
+                yield from _writing_steps(child, (*path, name))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (list, BaseModel)):
+                yield from _writing_steps(item, (*path, str(key)))
+
+
+def _check_field(
+    described: ObjectDescription,
+    mapping: dict[str, str],
+    name: str,
+    template: Any,
+    maps: dict[str, ValueMap],
+) -> list[tuple[tuple[str, ...], str]]:
+    """(path below the field, message) for each problem of one written field."""
+    native = mapping.get(name, name)
+    base = native_base(native)
+    shown = f"'{name}'" + (f" (native '{base}')" if base != name else "")
+    crm = f"{described.connector} {described.native_name or described.object}"
+    info = described.field(base)
+    if info is None and isinstance(template, dict):
+        # A container of custom fields (Freshdesk `custom_fields: {cf_x: …}`): check each.
+        nested = []
+        for key, inner in template.items():
+            for below, message in _check_field(described, {}, f"{base}.{key}", inner, maps):
+                nested.append(((key, *below), message))
+        return nested
+    if info is None:
+        if isinstance(template, list):
+            return []  # a list of custom-field entries (Zendesk) cannot be resolved statically
+        close = difflib.get_close_matches(base, [f.name for f in described.fields], n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return [((), f"field {shown} does not exist on {crm} ({described.connection}){hint}")]
+    messages = []
+    if info.read_only:
+        messages.append(f"field {shown} is read-only on {crm}")
+    if info.options:
+        messages += _check_values(info, shown, template, maps)
+    return [((), message) for message in messages]
+
+
+def _check_values(
+    info: FieldInfo, shown: str, template: Any, maps: dict[str, ValueMap]
+) -> list[str]:
+    allowed = ", ".join(
+        f"{o.value}" + (f" ({o.label})" if o.label and str(o.label) != str(o.value) else "")
+        for o in info.options
+    )
+    messages = []
+    if not isinstance(template, str):
+        if template is not None and not info.allows(template):
+            messages.append(f"value {template!r} is not allowed for {shown} (allowed: {allowed})")
+        return messages
+    if "{{" not in template:
+        if not info.allows(template):
+            messages.append(f"value {template!r} is not allowed for {shown} (allowed: {allowed})")
+        return messages
+    for map_name in dict.fromkeys(_VALUE_MAP_CALL.findall(template)):
+        vmap = maps.get(map_name)
+        if vmap is None:
+            continue  # `metadata validate` reports unknown maps
+        targets = dict(vmap.values)
+        if vmap.on_unmapped == "default" and vmap.default is not None:
+            targets["(default)"] = vmap.default
+        for source, target in targets.items():
+            if target is not None and not info.allows(target):
+                messages.append(
+                    f"value map '{map_name}' maps {source} → {target!r}, which is not an "
+                    f"allowed value of {shown} (allowed: {allowed})"
+                )
+    return messages
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def document_lines(directory: Path) -> Locate:
+    """A `Locate` for the metadata in `directory`: the file and line of a path in a workflow."""
+    nodes: dict[tuple[str, str], tuple[str, yaml.Node]] = {}
+    for file in sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml")):
+        try:
+            documents = list(yaml.compose_all(file.read_text(encoding="utf-8")))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            continue
+        for node in documents:
+            if not isinstance(node, yaml.MappingNode):
+                continue
+            values = {k.value: v for k, v in node.value if isinstance(v, yaml.ScalarNode)}
+            kind, name, owner = (values.get(k) for k in ("kind", "name", "tenant"))
+            if kind is not None and kind.value == "workflow" and name and owner:
+                key = (owner.value, name.value)
+                nodes[key] = (str(file.relative_to(directory)), node)
+
+    def locate(wf: WorkflowSpec, path: tuple[str | int, ...]) -> tuple[str, int | None]:
+        found = nodes.get((wf.tenant, wf.name))
+        if found is None:
+            return f"workflow {wf.tenant}/{wf.name}", None
+        file, node = found
+        line = node.start_mark.line + 1
+        current: yaml.Node | None = node
+        for key in path:
+            if isinstance(current, yaml.MappingNode):
+                current = next((v for k, v in current.value if k.value == key), None)
+            elif isinstance(current, yaml.SequenceNode) and isinstance(key, int):
+                current = current.value[key] if key < len(current.value) else None
+            else:
+                current = None
+            if current is None:
+                break
+            line = current.start_mark.line + 1
+        return file, line
+
+    return locate

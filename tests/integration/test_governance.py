@@ -1,0 +1,294 @@
+"""Mapping governance against the sandboxes: describe, check --against-crm, and dry run.
+
+The CLI runs as a user runs it (a process with its own UWF_HOME, sandboxes on loopback for the
+command); the API runs in a live server. That nothing was written is asserted through each
+CRM sandbox's own API and its request statistics.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import EXAMPLES, LiveServer
+from tests.integration.test_cli import Uwf
+from tests.sandbox_server import serve_sandbox
+from uwf.sandboxes import sandbox_credentials
+
+# connection → (native priority field, a value it allows, a native field the spec maps)
+CONNECTIONS = {
+    "acme-zendesk": ("priority", "urgent", "assignee_id"),
+    "globex-salesforce": ("Priority", "High", "OwnerId"),
+    "initech-servicenow": ("priority", "1", "assigned_to"),
+    "umbrella-hubspot": ("hs_ticket_priority", "URGENT", "hubspot_owner_id"),
+    "contoso-dynamics": ("prioritycode", 1, "ownerid"),
+    "hooli-freshdesk": ("priority", 4, "responder_id"),
+}
+
+
+@pytest.fixture
+def uwf(tmp_path: Path) -> Uwf:
+    return Uwf(tmp_path / "home")
+
+
+@pytest.mark.parametrize("connection", sorted(CONNECTIONS))
+def test_describe_reads_live_fields_of_every_crm(uwf: Uwf, connection: str) -> None:
+    priority_field, allowed, owner_field = CONNECTIONS[connection]
+
+    result = uwf("connections", "describe", connection, "--object", "case", "--json")
+
+    assert result.code == 0, result.err
+    described = result.json()
+    fields = {f["name"]: f for f in described["fields"]}
+    assert described["connection"] == connection
+    priority = fields[priority_field]
+    assert priority["canonical"] == "priority"
+    values = [option["value"] for option in priority["options"]]
+    assert allowed in values, values
+    assert all(option["label"] for option in priority["options"])
+    assert fields[owner_field]["canonical"] == "owner_id"
+
+
+def test_describe_prints_a_table_and_refuses_unknown_objects(uwf: Uwf) -> None:
+    table = uwf("connections", "describe", "globex-salesforce")
+    assert table.code == 0, table.err
+    assert "Priority" in table.stdout
+    assert "High" in table.stdout
+    assert "CaseNumber" in table.stdout  # read-only fields are listed too
+
+    unknown = uwf("connections", "describe", "globex-salesforce", "--object", "invoice")
+    assert unknown.code == 1
+    assert "no object 'invoice'" in unknown.err
+    assert "(known: case, user)" in unknown.err
+
+    missing = uwf("connections", "describe", "nope")
+    assert missing.code == 1
+    assert "no connection 'nope'" in missing.err
+
+
+def test_check_against_crm_passes_the_examples_for_all_six_tenants(uwf: Uwf) -> None:
+    result = uwf("metadata", "check", str(EXAMPLES), "--against-crm")
+
+    assert result.code == 0, result.stdout + result.err
+    assert "OK" in result.err
+    assert result.stdout == ""
+
+
+def _break_globex(directory: Path) -> None:
+    path = directory / "globex.yaml"
+    text = path.read_text()
+    text = text.replace("  P1: High\n", "  P1: Critical\n")
+    text = text.replace(
+        "      priority: \"{{ value_map('case_priority', input.priority) }}\"\n",
+        "      priority: \"{{ value_map('case_priority', input.priority) }}\"\n"
+        '      Escalation_Level__c: "{{ input.priority }}"\n'
+        "      CaseNumber: x\n",
+    )
+    path.write_text(text)
+
+
+def test_check_against_crm_reports_unknown_fields_and_picklist_values(
+    uwf: Uwf, tmp_path: Path
+) -> None:
+    directory = tmp_path / "metadata"
+    shutil.copytree(EXAMPLES, directory)
+    _break_globex(directory)
+    source = (directory / "globex.yaml").read_text().splitlines()
+
+    result = uwf("metadata", "check", str(directory), "--against-crm")
+
+    assert result.code == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3, result.stdout
+    by_path = {line.split(": ")[1]: line for line in lines}
+    priority = by_path["steps[1].fields.priority"]
+    assert "'case_priority' maps P1 → 'Critical'" in priority
+    assert "allowed: High, Medium, Low" in priority
+    unknown = by_path["steps[1].fields.Escalation_Level__c"]
+    assert "'Escalation_Level__c' does not exist on salesforce Case" in unknown
+    assert "read-only" in by_path["steps[1].fields.CaseNumber"]
+    for line in lines:  # file:line points at the field in the YAML
+        file, number = line.split(": ")[0].split(":")
+        assert file == "globex.yaml"
+        field = line.split(": ")[1].rsplit(".", 1)[1]
+        assert source[int(number) - 1].strip().startswith(f"{field}:")
+    assert "3 problem(s)" in result.err
+
+    # Only the broken tenant fails; the others are still clean.
+    other = uwf("metadata", "check", str(directory), "--against-crm", "--tenant", "acme")
+    assert other.code == 0, other.stdout
+    as_json = uwf(
+        "metadata", "check", str(directory), "--against-crm", "--tenant", "globex", "--json"
+    )
+    assert as_json.code == 1
+    assert {f["severity"] for f in as_json.json()} == {"error"}
+
+
+def test_check_against_crm_catches_a_zendesk_mapping_to_nothing(uwf: Uwf, tmp_path: Path) -> None:
+    directory = tmp_path / "metadata"
+    shutil.copytree(EXAMPLES / "acme", directory)
+    connection = directory / "acme-zendesk.yaml"
+    connection.write_text(connection.read_text().replace("P1: urgent", "P1: critical"))
+    workflow = directory / "escalate_case.yaml"
+    field = "      priority: \"{{ value_map('case_priority', input.priority) }}\"\n"
+    assert field in workflow.read_text()
+    workflow.write_text(workflow.read_text().replace(field, field + "      severity: high\n"))
+
+    result = uwf("metadata", "check", str(directory), "--against-crm")
+
+    assert result.code == 1
+    assert "maps P1 → 'critical'" in result.stdout
+    assert "allowed: urgent (Urgent), high (High), normal (Normal), low (Low)" in result.stdout
+    assert "field 'severity' does not exist on zendesk ticket" in result.stdout
+
+
+def test_check_needs_a_directory_or_against_crm(uwf: Uwf) -> None:
+    result = uwf("metadata", "check")
+    assert result.code == 2
+    assert "--against-crm" in result.err
+
+
+# -- dry run ------------------------------------------------------------------------------------
+
+ESCALATE = {
+    "workflow": "escalate_case",
+    "input": {
+        "case_id": 123,
+        "priority": "P1",
+        "owner_email": "alice@acme.test",
+        "reason": "dry run only",
+    },
+}
+
+
+def _stats(live_server: LiveServer, crm: str) -> dict[str, Any]:
+    stats: dict[str, Any] = httpx.get(
+        f"{live_server.base_url}/sandbox/{crm}/_control", timeout=10
+    ).json()["stats"]
+    return stats
+
+
+def test_api_dry_run_lists_requests_and_diffs_without_writing(live_server: LiveServer) -> None:
+    with live_server.client() as client, live_server.sandbox() as sandbox:
+        before = sandbox.get("/api/v2/tickets/123.json").json()["ticket"]
+        comments_before = sandbox.get("/api/v2/tickets/123/comments.json").json()["comments"]
+        writes_before = _stats(live_server, "zendesk")["writes"]
+
+        response = client.post(
+            "/v1/tenants/acme/actions", params={"dry_run": "true"}, json=ESCALATE
+        )
+
+        assert response.status_code == 200, response.text
+        plan = response.json()
+        assert plan["dry_run"] is True
+        assert plan["status"] == "succeeded"
+        steps = {s["id"]: s for s in plan["steps"]}
+        assert steps["owner"]["sent"] is True
+        assert steps["set_priority"]["sent"] is False
+        assert steps["set_priority"]["diff"] == [
+            {
+                "field": "priority",
+                "native": "priority",
+                "current": before["priority"],
+                "new": "urgent",
+                "changed": True,
+            }
+        ]
+        assert steps["reassign"]["diff"][0]["current"] == before["assignee_id"]
+        writes = [r for r in plan["requests"] if not r["sent"]]
+        assert [(r["method"], r["url"].rsplit("/sandbox/zendesk", 1)[1]) for r in writes] == [
+            ("PUT", "/api/v2/tickets/123.json")
+        ] * 3
+        assert writes[0]["body"] == {"ticket": {"priority": "urgent"}}
+        assert writes[2]["body"]["ticket"]["comment"] == {
+            "body": "Escalated: dry run only",
+            "public": False,
+        }
+        reads = [r for r in plan["requests"] if r["sent"]]
+        assert all(r["method"] == "GET" and r["status"] == 200 for r in reads)
+        # Secrets are redacted: the API token appears nowhere in the plan.
+        token = sandbox_credentials(live_server.home, "zendesk")["api_token"]
+        assert token not in response.text
+        assert writes[0]["headers"]["Authorization"] == "[REDACTED]"
+
+        # The CRM is untouched, and the dry run is not an execution.
+        after = sandbox.get("/api/v2/tickets/123.json").json()["ticket"]
+        assert (after["priority"], after["assignee_id"]) == (
+            before["priority"],
+            before["assignee_id"],
+        )
+        assert after["updated_at"] == before["updated_at"]
+        assert (
+            sandbox.get("/api/v2/tickets/123/comments.json").json()["comments"] == comments_before
+        )
+        assert _stats(live_server, "zendesk")["writes"] == writes_before
+        assert client.get("/v1/tenants/acme/executions").json()["items"] == []
+
+
+def test_api_dry_run_refuses_bad_input_like_a_real_run(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        response = client.post(
+            "/v1/tenants/acme/actions",
+            params={"dry_run": "true"},
+            json={"workflow": "escalate_case", "input": {"case_id": 123, "priority": "P9"}},
+        )
+        assert response.status_code == 422
+        assert response.headers["Content-Type"].startswith("application/problem+json")
+        assert client.get("/v1/tenants/acme/executions").json()["items"] == []
+
+
+def _salesforce_case(home: Path, case_number: str) -> tuple[dict[str, Any], int]:
+    """The case and its comment count, read through the Salesforce sandbox's own REST API."""
+    with serve_sandbox(home, "salesforce") as running:
+        token = running.credentials["access_token"]
+        with httpx.Client(
+            base_url=f"{running.url}/services/data/v59.0",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        ) as api:
+            case = api.get(f"/sobjects/Case/CaseNumber/{case_number}")
+            case.raise_for_status()
+            soql = f"SELECT Id FROM CaseComment WHERE ParentId = '{case.json()['Id']}'"  # noqa: S608 -- an Id from the sandbox itself
+            comments = api.get("/query", params={"q": soql})
+            comments.raise_for_status()
+            return case.json(), comments.json()["totalSize"]
+
+
+def test_cli_dry_run_on_salesforce_writes_nothing(uwf: Uwf) -> None:
+    case_before, comments_before = _salesforce_case(uwf.home, "00001001")
+    data = '{"case_id": "00001001", "priority": "P1", "reason": "dry"}'
+
+    result = uwf(
+        "run", "escalate_case", "--tenant", "globex", "--input", data, "--dry-run", "--json"
+    )
+
+    assert result.code == 0, result.err
+    plan = result.json()
+    steps = {s["id"]: s for s in plan["steps"]}
+    [change] = steps["set_priority"]["diff"]
+    assert change == {
+        "field": "priority",
+        "native": "Priority",
+        "current": case_before["Priority"],
+        "new": "High",
+        "changed": case_before["Priority"] != "High",
+    }
+    assert steps["note"]["sent"] is False
+    assert [r["method"] for r in plan["requests"] if not r["sent"]] == ["PATCH", "POST"]
+
+    text = uwf("run", "escalate_case", "--tenant", "globex", "--input", data, "--dry-run")
+    assert text.code == 0, text.err
+    assert "nothing was written" in text.stdout
+    assert f'priority: "{case_before["Priority"]}" → "High"' in text.stdout
+    assert "NOT SENT" in text.stdout
+
+    listed = uwf("executions", "list", "--json")
+    assert listed.code == 0
+    assert listed.stdout.strip() == "[]"
+    case_after, comments_after = _salesforce_case(uwf.home, "00001001")
+    assert case_after == case_before
+    assert comments_after == comments_before
