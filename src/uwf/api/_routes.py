@@ -35,7 +35,7 @@ from uwf.api._problems import ProblemError
 from uwf.api._security import Requires, audit_entry
 from uwf.api._views import execution_summary, execution_view
 from uwf.connectors import describe_object
-from uwf.engine import TargetResolver, dry_run
+from uwf.engine import dry_run
 from uwf.errors import NotFoundError
 from uwf.service import Service, make_executor
 from uwf.store import Execution, StepRun
@@ -114,14 +114,21 @@ async def submit_action(
     """
     if dry_run_:
         version, bundle, _ = await validate_action(service.store, tenant, body.workflow, body.input)
-        plan = await dry_run(
-            bundle=bundle,
-            version=version,
-            tenant=tenant,
-            workflow=body.workflow,
-            data=body.input,
-            targets=_targets(service).fresh(),
+        executor = service.executor or make_executor(
+            service.settings, service.store, service.sandbox_base
         )
+        try:
+            plan = await dry_run(
+                bundle=bundle,
+                version=version,
+                tenant=tenant,
+                workflow=body.workflow,
+                data=body.input,
+                targets=executor.targets.fresh(),
+            )
+        finally:
+            if executor is not service.executor:
+                await executor.runtime.close()  # its token requests' sessions
         return JSONResponse(DryRunView(**plan).model_dump(mode="json"))
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise ProblemError(
@@ -337,12 +344,6 @@ async def test_connection(tenant: str, name: str, service: ServiceDep) -> Connec
         finally:
             await executor.runtime.close()
     return ConnectionTest(**await executor.probe(version, connection))
-
-
-def _targets(service: Service) -> TargetResolver:
-    if service.executor is not None:
-        return service.executor.targets
-    return make_executor(service.settings, service.store, service.sandbox_base).targets
 
 
 @router.get(
