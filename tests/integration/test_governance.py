@@ -106,8 +106,9 @@ def test_check_against_crm_reports_unknown_fields_and_picklist_values(
     assert len(lines) == 3, result.stdout
     by_path = {line.split(": ")[1]: line for line in lines}
     priority = by_path["steps[1].fields.priority"]
+    # Priority is a canonical enum: 'Critical' is neither a canonical nor a Salesforce value.
     assert "'case_priority' maps P1 → 'Critical'" in priority
-    assert "allowed: High, Medium, Low" in priority
+    assert "'Critical' is not one of low, normal, high, urgent" in priority
     unknown = by_path["steps[1].fields.Escalation_Level__c"]
     assert "'Escalation_Level__c' does not exist on salesforce Case" in unknown
     assert "read-only" in by_path["steps[1].fields.CaseNumber"]
@@ -142,8 +143,52 @@ def test_check_against_crm_catches_a_zendesk_mapping_to_nothing(uwf: Uwf, tmp_pa
 
     assert result.code == 1
     assert "maps P1 → 'critical'" in result.stdout
-    assert "allowed: urgent (Urgent), high (High), normal (Normal), low (Low)" in result.stdout
     assert "field 'severity' does not exist on zendesk ticket" in result.stdout
+
+
+def test_check_against_crm_catches_a_tenant_mapping_to_a_missing_picklist_value(
+    uwf: Uwf, tmp_path: Path
+) -> None:
+    directory = tmp_path / "metadata"
+    shutil.copytree(EXAMPLES, directory)
+    path = directory / "globex.yaml"
+    # Globex maps the canonical priorities itself, one of them to a value its org lacks, and
+    # adds a custom field its org does not have.
+    path.write_text(
+        path.read_text()
+        .replace(
+            "connector: salesforce\n",
+            "connector: salesforce\n"
+            "field_mappings:\n"
+            "  case:\n"
+            "    priority:\n"
+            "      native: Priority\n"
+            "      type: enum\n"
+            "      values: {low: Low, normal: Medium, high: High, urgent: Critical}\n"
+            "custom_fields:\n"
+            "  case:\n"
+            "    escalation_level: {native: Escalation_Level__c, type: integer}\n",
+        )
+        .replace(
+            "      priority: \"{{ value_map('case_priority', input.priority) }}\"\n",
+            "      priority: \"{{ value_map('case_priority', input.priority) }}\"\n"
+            "      escalation_level: 2\n",
+        )
+    )
+
+    result = uwf("metadata", "check", str(directory), "--against-crm", "--tenant", "globex")
+
+    assert result.code == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, result.stdout
+    assert (
+        "the mapping of 'priority' (native 'Priority') turns 'urgent' into 'Critical'" in lines[0]
+    )
+    assert "allowed: High, Medium, Low" in lines[0]
+    assert (
+        "field 'escalation_level' (native 'Escalation_Level__c') does not exist on salesforce Case"
+        in lines[1]
+    )
 
 
 def test_check_needs_a_directory_or_against_crm(uwf: Uwf) -> None:

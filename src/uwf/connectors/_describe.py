@@ -161,8 +161,8 @@ def _canonical_names(obj: ObjectSpec) -> dict[str, str]:
     """Native name → canonical name, from the spec's field map (`x@odata.bind` → `x`), then
     from the record map where it reads a field as it is (`priority: properties.hs_priority`)."""
     names: dict[str, str] = {}
-    for canonical, native in obj.fields.items():
-        names.setdefault(native_base(native), canonical)
+    for canonical, spec in obj.field_specs.items():
+        names.setdefault(native_base(spec.native), canonical)
     for canonical, expression in obj.record.items():
         if _PLAIN_PATH.fullmatch(expression.strip()):
             names.setdefault(expression.strip().rsplit(".", 1)[-1], canonical)

@@ -24,8 +24,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from uwf.connectors import FieldInfo, ObjectDescription, native_base
-from uwf.errors import UwfError
+from uwf.connectors import FieldInfo, FieldSpec, ObjectDescription, native_base
+from uwf.errors import ExpressionError, UwfError
 from uwf.mapping import ValueMap
 from uwf.metadata import ConnectionSpec, MetadataBundle, WorkflowSpec
 
@@ -103,8 +103,12 @@ async def check_against_crm(
                 message = f"cannot check against {conn_name}: {described}"
                 findings.append(Finding(file, line, _dotted((*path, "object")), message, "note"))
                 continue
-            spec = bundle.connectors[connection.connector].objects.get(step.object)
-            mapping = spec.fields if spec is not None else {}
+            # The connector as this connection sees it: its custom fields and overrides too.
+            connector = bundle.connectors[connection.connector].customized(
+                connection.custom_fields, connection.field_mappings
+            )
+            spec = connector.objects.get(step.object)
+            mapping = spec.field_specs if spec is not None else {}
             for name, template in step.fields.items():
                 for inner, message in _check_field(described, mapping, name, template, maps):
                     field_path = (*path, "fields", name, *inner)
@@ -137,27 +141,23 @@ def _writing_steps(
 
 def _check_field(
     described: ObjectDescription,
-    mapping: dict[str, str],
+    mapping: dict[str, FieldSpec],
     name: str,
     template: Any,
     maps: dict[str, ValueMap],
-) -> list[tuple[tuple[str, ...], str]]:
+) -> list[tuple[tuple[str | int, ...], str]]:
     """(path below the field, message) for each problem of one written field."""
-    native = mapping.get(name, name)
+    spec = mapping.get(name)
+    native = spec.native if spec is not None else name
     base = native_base(native)
     shown = f"'{name}'" + (f" (native '{base}')" if base != name else "")
     crm = f"{described.connector} {described.native_name or described.object}"
     info = described.field(base)
-    if info is None and isinstance(template, dict):
-        # A container of custom fields (Freshdesk `custom_fields: {cf_x: …}`): check each.
-        nested = []
-        for key, inner in template.items():
-            for below, message in _check_field(described, {}, f"{base}.{key}", inner, maps):
-                nested.append(((key, *below), message))
-        return nested
+    if info is None and spec is None:
+        nested = _nested(described, base, template, maps)
+        if nested is not None:
+            return nested
     if info is None:
-        if isinstance(template, list):
-            return []  # a list of custom-field entries (Zendesk) cannot be resolved statically
         close = difflib.get_close_matches(base, [f.name for f in described.fields], n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         return [((), f"field {shown} does not exist on {crm} ({described.connection}){hint}")]
@@ -165,39 +165,87 @@ def _check_field(
     if info.read_only:
         messages.append(f"field {shown} is read-only on {crm}")
     if info.options:
-        messages += _check_values(info, shown, template, maps)
+        messages += _check_values(info, name, shown, spec, template, maps)
     return [((), message) for message in messages]
 
 
+def _nested(
+    described: ObjectDescription, base: str, template: Any, maps: dict[str, ValueMap]
+) -> list[tuple[tuple[str | int, ...], str]] | None:
+    """Custom fields written in the CRM's own container: Freshdesk's `custom_fields: {cf_x: …}`
+    (`custom_fields/cf_x`), Zendesk's `custom_fields: [{id, value}]` (`custom_fields[id]`)."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    if isinstance(template, dict):
+        for key, inner in template.items():
+            for below, message in _check_field(described, {}, f"{base}/{key}", inner, maps):
+                found.append(((key, *below), message))
+        return found
+    if isinstance(template, list) and all(isinstance(i, dict) and "id" in i for i in template):
+        for index, item in enumerate(template):
+            entry = f"{base}[{item['id']}]"
+            for below, message in _check_field(described, {}, entry, item.get("value"), maps):
+                found.append(((index, "value", *below), message))
+        return found
+    return None
+
+
 def _check_values(
-    info: FieldInfo, shown: str, template: Any, maps: dict[str, ValueMap]
+    info: FieldInfo,
+    name: str,
+    shown: str,
+    spec: FieldSpec | None,
+    template: Any,
+    maps: dict[str, ValueMap],
 ) -> list[str]:
     allowed = ", ".join(
         f"{o.value}" + (f" ({o.label})" if o.label and str(o.label) != str(o.value) else "")
         for o in info.options
     )
     messages = []
-    if not isinstance(template, str):
-        if template is not None and not info.allows(template):
-            messages.append(f"value {template!r} is not allowed for {shown} (allowed: {allowed})")
-        return messages
-    if "{{" not in template:
-        if not info.allows(template):
-            messages.append(f"value {template!r} is not allowed for {shown} (allowed: {allowed})")
-        return messages
-    for map_name in dict.fromkeys(_VALUE_MAP_CALL.findall(template)):
-        vmap = maps.get(map_name)
-        if vmap is None:
-            continue  # `metadata validate` reports unknown maps
-        targets = dict(vmap.values)
-        if vmap.on_unmapped == "default" and vmap.default is not None:
-            targets["(default)"] = vmap.default
-        for source, target in targets.items():
-            if target is not None and not info.allows(target):
+    if spec is not None and spec.type == "enum":
+        # The mapping's own native values must be allowed, whatever the workflow writes.
+        for canonical, native in (spec.values or {}).items():
+            if not info.allows(native):
                 messages.append(
-                    f"value map '{map_name}' maps {source} → {target!r}, which is not an "
-                    f"allowed value of {shown} (allowed: {allowed})"
+                    f"the mapping of {shown} turns '{canonical}' into {native!r}, which is not "
+                    f"an allowed value (allowed: {allowed})"
                 )
+
+    def refused(value: Any) -> str | None:
+        """Why `value`, written to this field, would not be accepted; None when it would."""
+        native = value
+        if spec is not None and spec.type is not None:
+            try:
+                native = spec.to_native(name, value)
+            except ExpressionError as exc:
+                return exc.message
+        if native is not None and not info.allows(native):
+            return f"not an allowed value of {shown} (allowed: {allowed})"
+        return None
+
+    candidates: list[tuple[str, Any]] = []
+    if not isinstance(template, str) or "{{" not in template:
+        if template is not None:
+            candidates.append((f"value {template!r}", template))
+    else:
+        for map_name in dict.fromkeys(_VALUE_MAP_CALL.findall(template)):
+            vmap = maps.get(map_name)
+            if vmap is None:
+                continue  # `metadata validate` reports unknown maps
+            targets = dict(vmap.values)
+            if vmap.on_unmapped == "default" and vmap.default is not None:
+                targets["(default)"] = vmap.default
+            for source, target in targets.items():
+                if target is not None:
+                    candidates.append(
+                        (f"value map '{map_name}' maps {source} → {target!r}", target)
+                    )
+    for what, value in candidates:
+        reason = refused(value)
+        if reason is not None:
+            messages.append(
+                f"{what}, which is {reason}" if reason.startswith("not ") else f"{what}: {reason}"
+            )
     return messages
 
 

@@ -128,12 +128,13 @@ def _changes(obj: ObjectSpec, name: str, context: dict[str, Any]) -> dict[str, A
     if name == "update" and isinstance(context.get("fields"), dict):
         return dict(context["fields"])
     if name == "assign":
-        return {obj.fields.get("owner_id", "owner_id"): context.get("owner_id")}
+        owner = obj.field_specs.get("owner_id")
+        return {owner.native if owner else "owner_id": context.get("owner_id")}
     return None
 
 
 def _diff(obj: ObjectSpec, current: Any, changes: dict[str, Any]) -> list[dict[str, Any]]:
-    canonical_of = {native: canonical for canonical, native in obj.fields.items()}
+    canonical_of = {spec.native: canonical for canonical, spec in obj.field_specs.items()}
     view = obj.to_canonical(current) if isinstance(current, dict) else {}
     entries = []
     for native, new in changes.items():
@@ -156,8 +157,9 @@ def _current_value(
 ) -> Any:
     """A field's current value: the canonical view's, else the native record's (top level or
     one level down, where CRMs such as HubSpot nest the fields)."""
-    if canonical and isinstance(view, dict) and canonical in obj.record:
-        return view.get(canonical)
+    if canonical and isinstance(view, dict) and canonical in view:
+        # An enum's canonical view is translated; the CRM's own value is compared with the write.
+        return view.get(f"{canonical}_native", view.get(canonical))
     if not isinstance(record, dict):
         return None
     key = native.split("@", 1)[0]
