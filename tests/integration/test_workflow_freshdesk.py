@@ -175,6 +175,34 @@ async def test_lost_note_response_is_verified_not_written_twice(harness: Harness
     assert len(harness.notes(1124, "lost response")) == 1
 
 
+async def test_a_lost_note_is_found_past_the_first_page_of_conversations(
+    harness: Harness,
+) -> None:
+    # Freshdesk lists conversations oldest first, 100 a page at most: on a busy ticket the
+    # new note is on a later page, and a check of page 1 alone would send it again.
+    harness.sandbox.control(rate_limit_per_minute=100_000)
+    with harness.freshdesk() as client:
+        for i in range(105):
+            client.post("/tickets/1126/notes", json={"body": f"earlier {i}"}).raise_for_status()
+    harness.sandbox.control(drop_after_write_rate=1.0)
+    execution = await harness.execute("note_only", {"case_id": 1126, "text": "on page two"})
+    harness.sandbox.reset()
+
+    assert execution.status == "succeeded", execution.error
+    [run] = await harness.store.step_runs(execution.id)
+    assert run.attempts == 1
+    assert run.response is not None
+    assert run.response["verified"] is True
+    with harness.freshdesk() as client:
+        pages = [
+            client.get("/tickets/1126/conversations", params={"page": p, "per_page": 100}).json()
+            for p in (1, 2, 3)
+        ]
+    bodies = [n["body_text"] for page in pages for n in page]
+    assert bodies.count("on page two") == 1
+    assert bodies.index("on page two") >= 100  # it was on page two
+
+
 async def test_lost_create_response_is_found_by_its_step_key(harness: Harness) -> None:
     data = {"subject": "Printer on fire", "text": "Smoke", "email": "ops@hooli.test"}
     harness.sandbox.control(drop_after_write_rate=1.0)

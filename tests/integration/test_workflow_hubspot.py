@@ -200,6 +200,25 @@ async def test_lost_note_response_is_verified_not_sent_twice(harness: Harness) -
 
 
 @SQLITE_ONLY
+async def test_a_lost_note_is_looked_for_again_while_search_lags(harness: Harness) -> None:
+    # HubSpot's search trails writes: right after the lost response it cannot see the note.
+    # Sending again then would write it twice; the spec's settle time makes UWF look again.
+    harness.sandbox.control(drop_after_write_rate=1.0, search_lag_seconds=3)
+    eid = await harness.submit("note_only", {"case_id": 1124, "text": "lagging search"})
+    await harness.run(40)
+
+    execution = await harness.store.get_execution(eid)
+    [run] = await harness.store.step_runs(eid)
+    harness.sandbox.control(search_lag_seconds=0)
+    assert execution is not None
+    assert execution.status == "succeeded", execution.error
+    assert run.response is not None
+    assert run.response["verified"] is True
+    assert run.attempts == 1  # found, not sent again
+    assert [n["hs_note_body"] for n in harness.notes(1124)] == ["lagging search"]
+
+
+@SQLITE_ONLY
 async def test_lost_create_response_is_resent_as_an_upsert(harness: Harness) -> None:
     harness.sandbox.control(drop_after_write_rate=1.0)
     eid = await harness.submit("open_case", {"subject": "Printer on fire", "priority": "P1"})

@@ -178,11 +178,17 @@ class ConnectorRuntime:
             expected = compiled["expected"].evaluate(ctx)
         except ExpressionError as exc:
             raise FatalError(f"cannot build the verification request: {exc.message}") from None
-        answer, record = await self._send(target, verify.method, path, query, {}, body, True)
-        items = compiled["items"].evaluate({**answer, "input": ctx}) or []
-        for item in items if isinstance(items, list) else []:
-            if _same(compiled["marker"].evaluate(item), expected):
-                return item, record
+        pages = range(verify.first_page, verify.first_page + verify.max_pages)
+        for page in pages if verify.page_param else [None]:
+            if page is not None:
+                query = {**query, str(verify.page_param): str(page)}
+            answer, record = await self._send(target, verify.method, path, query, {}, body, True)
+            items = compiled["items"].evaluate({**answer, "input": ctx}) or []
+            for item in items if isinstance(items, list) else []:
+                if _same(compiled["marker"].evaluate(item), expected):
+                    return item, record
+            if not items:
+                break
         return None, record
 
     async def fetch(

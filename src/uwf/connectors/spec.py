@@ -76,6 +76,20 @@ class VerifySpec(_Spec):
     expected: str = Field(
         default="step_key", description="JMESPath over the operation's context: the value sought"
     )
+    settle_seconds: float = Field(
+        default=0,
+        ge=0,
+        le=600,
+        description="How long after the write the look-up can be trusted to see it (search "
+        "indexes lag): finding nothing sooner means checking again later, not sending again",
+    )
+    page_param: str | None = Field(
+        default=None,
+        description="Query parameter numbering the pages of the look-up (e.g. `page`); "
+        "pages are read until a match, an empty page or `max_pages`",
+    )
+    first_page: int = Field(default=1, ge=0, description="The number of the first page")
+    max_pages: int = Field(default=1, ge=1, le=50, description="At most this many pages")
 
     @cached_property
     def compiled(self) -> dict[str, Any]:

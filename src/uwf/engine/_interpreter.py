@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from uwf.auth import redact
@@ -243,6 +243,7 @@ class Interpreter:
             "object": step.object,
             "connection": conn_name,
             "inputs": redact(inputs, target.auth.secrets),
+            "sent_at": _iso_now(),
         }
         run.started_at = run.started_at or utcnow()
         if operation.is_idempotent and not self._unsaved_results(execution.id):
@@ -399,6 +400,23 @@ class Interpreter:
                 },
             )
         if found is None:
+            wait = _settling(operation.verify.settle_seconds, run)
+            if wait > 0:
+                # The CRM's search may not see the write yet: look again later, do not resend.
+                run.status = "outcome_unknown"
+                await self._save(execution.id, owner, run)
+                await self._store.reschedule(
+                    execution.id,
+                    owner,
+                    utcnow() + timedelta(seconds=wait),
+                    {
+                        "type": "verifying",
+                        "step": run.step_id,
+                        "message": f"not found yet; {target.spec.name}'s search can lag behind a "
+                        f"write, so checking again in {wait:.1f} s before sending again",
+                    },
+                )
+                return Outcome("rescheduled")
             return None
         run.response = {"verified": True, **record["response"]}
         return found
@@ -449,9 +467,22 @@ class Interpreter:
     @staticmethod
     def _record_failure(run: StepRun, exc: ConnectorError) -> None:
         run.error = _error(exc)
-        run.request = exc.request or run.request
+        if exc.request:  # the HTTP request as sent, still saying when
+            run.request = {**exc.request, "sent_at": (run.request or {}).get("sent_at")}
         run.response = exc.response
         run.finished_at = utcnow()
+
+
+def _settling(settle_seconds: float, run: StepRun) -> float:
+    """Seconds until a look-up can be trusted to see the write last sent for `run`."""
+    sent_at = (run.request or {}).get("sent_at")
+    if not settle_seconds or not isinstance(sent_at, str):
+        return 0.0
+    try:
+        sent = datetime.fromisoformat(sent_at.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return max(0.0, (sent + timedelta(seconds=settle_seconds) - utcnow()).total_seconds())
 
 
 def _iso_now() -> str:

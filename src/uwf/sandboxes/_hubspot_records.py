@@ -577,9 +577,13 @@ def _matches(otype: str, props: Mapping[str, str], flt: Mapping[str, Any]) -> bo
 
 
 def search(
-    conn: sqlite3.Connection, otype: str, body: Json
+    conn: sqlite3.Connection, otype: str, body: Json, lag_seconds: float = 0
 ) -> tuple[list[dict[str, Any]], int, int | None]:
-    """Run a CRM search request: (page of rows, total, next offset or None)."""
+    """Run a CRM search request: (page of rows, total, next offset or None).
+
+    `lag_seconds` emulates the search index trailing writes: a record created or changed that
+    recently is not found yet.
+    """
     groups = body.get("filterGroups") or []
     filters = [f for g in groups if isinstance(g, dict) for f in g.get("filters") or []]
     if len(groups) > 5 or any(len(g.get("filters") or []) > 6 for g in groups) or len(filters) > 18:
@@ -601,6 +605,9 @@ def search(
     rows = [
         dict(r) for r in conn.execute("SELECT * FROM objects WHERE type = ? ORDER BY id", (otype,))
     ]
+    if lag_seconds:
+        cutoff = iso_ms(datetime.now(UTC).timestamp() - lag_seconds)
+        rows = [r for r in rows if r["updated_at"] <= cutoff]
     hits = []
     for row in rows:
         props = json.loads(row["properties"])

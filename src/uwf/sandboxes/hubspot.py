@@ -124,6 +124,7 @@ _EXTRA_DEFAULTS: Json = {
     "token_ttl_seconds": 1800,  # HubSpot's OAuth access tokens live 30 minutes
     "daily_limit": 1_000_000,  # private apps, Enterprise; OAuth apps have no daily limit
     "note_timestamp_required": True,  # HubSpot refuses a note without hs_timestamp
+    "search_lag_seconds": 0,  # CRM search trails writes by seconds in HubSpot; 0: at once
 }
 
 
@@ -133,7 +134,8 @@ class HubSpotControl(SandboxControl):
     Extra keys: ``token_ttl_seconds`` (lifetime of newly issued OAuth access tokens; 0
     issues tokens that are already expired), ``daily_limit`` (private-app requests per UTC
     day; null disables) and ``note_timestamp_required`` (false fills a missing
-    ``hs_timestamp`` with the current time instead of HubSpot's 400). Stats gain
+    ``hs_timestamp`` with the current time instead of HubSpot's 400), ``search_lag_seconds``
+    (records written that recently are not found by CRM search yet). Stats gain
     ``token_requests`` (a count) and ``token_requests_by_grant_type``.
     """
 
@@ -146,6 +148,7 @@ class HubSpotControl(SandboxControl):
         self.token_ttl_seconds: int = _EXTRA_DEFAULTS["token_ttl_seconds"]
         self.daily_limit: int | None = _EXTRA_DEFAULTS["daily_limit"]
         self.note_timestamp_required: bool = _EXTRA_DEFAULTS["note_timestamp_required"]
+        self.search_lag_seconds: int = _EXTRA_DEFAULTS["search_lag_seconds"]
         self.token_requests: Counter[str] = Counter()
         self._day, self._daily_used = "", 0
 
@@ -492,7 +495,8 @@ class _HubSpotApi:
         if not decision.allowed:
             raise _rate_limited("SECONDLY", decision.reset_s)
         body = await _json_body(request)
-        rows, total, after = await self.store.run(rec.search, otype, body)
+        lag = self.control.search_lag_seconds
+        rows, total, after = await self.store.run(rec.search, otype, body, lag)
         names = body.get("properties") or rec.DEFAULTS[otype]
         result: Json = {"total": total, "results": [object_json(r, otype, names) for r in rows]}
         if after is not None:
