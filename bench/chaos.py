@@ -27,155 +27,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
-import os
 import random
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from _chaos_report import Report, markdown
+from _processes import (
+    DEFAULT_PG,
+    EXAMPLES,
+    SANDBOX_PREFIX,
+    TICKETS,
+    UWF,
+    Child,
+    child_env,
+    free_port,
+    fresh_database,
+    terminate_like_interrupt,
+    without_credentials,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples" / "metadata"
-UWF = Path(sys.executable).parent / "uwf"
-SANDBOX_PREFIX = "/sandbox/zendesk"
-DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
-# Seeded tickets 1-150; every 25th is closed and would answer 422 ClosedPreventsUpdate.
-TICKETS = tuple(i for i in range(1, 151) if i % 25)
 OWNERS = ("alice@acme.test", "bob@acme.test", "carol@acme.test")  # seeded Zendesk agents
 FINAL = frozenset({"succeeded", "failed", "dead", "cancelled"})
-START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 20.0
 LEASE_SECONDS = "5"
-
-
-# --------------------------------------------------------------------------- child processes
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec: if this script is SIGKILLed (no `finally` runs), Linux
-    # sends the child SIGTERM (PR_SET_PDEATHSIG), so not even that leaves a process behind.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-class Child:
-    """A process we start, may SIGKILL, and always stop by its PID."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.name, self.argv, self.env, self.log = name, argv, env, log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.killed = False  # by us, on purpose
-
-    def start(self) -> Child:
-        with self.log.open("ab") as log:
-            # A session of its own: Ctrl-C reaches only this script, which stops the child.
-            self.process = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def sigkill(self) -> None:
-        assert self.process is not None
-        self.killed = True
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=STOP_TIMEOUT_S)
-
-    def terminate(self) -> None:
-        """SIGTERM without waiting (so that several children drain at once)."""
-        if self.alive():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGTERM)
-
-    def stop(self) -> None:
-        """SIGTERM (graceful shutdown), then SIGKILL if it does not exit in time."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except KeyboardInterrupt:  # a second Ctrl-C: no more patience, but no orphan either
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
-            raise
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def child_env(**uwf: str) -> dict[str, str]:
-    # The caller's own UWF_* settings must not leak into the run.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UWF_")}
-    return {**env, **{f"UWF_{k.upper()}": v for k, v in uwf.items()}}
-
-
-@contextlib.contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database on `server_url`'s server; dropped afterwards."""
-    import asyncpg
-
-    plain = server_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    name = "uwf_chaos_" + secrets.token_hex(6)
-
-    async def execute(sql: str) -> None:
-        conn = await asyncpg.connect(plain, timeout=10)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
-    try:
-        yield urlunsplit(urlsplit(plain)._replace(path=f"/{name}"))
-    finally:
-        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-    return urlunsplit(parts._replace(netloc=host, query=""))
 
 
 # --------------------------------------------------------------------------- the run
@@ -195,65 +77,6 @@ class Action:
     @property
     def body(self) -> str:
         return f"Escalated: {self.reason}"
-
-
-@dataclass
-class Report:
-    run_id: str
-    seed: int
-    database: str
-    actions: int
-    workers: int
-    kill_every_s: float
-    faults: dict[str, Any]
-    crm_limits: str  # "enforced" or "disabled"
-    accepted: int = 0
-    not_accepted: int = 0
-    idempotent_replays: int = 0  # submissions retried after an error, answered from the key
-    succeeded: int = 0
-    failed: int = 0
-    dead: int = 0
-    cancelled: int = 0
-    lost: int = 0  # accepted and not final at the end, or missing from the Pipe DB
-    duplicates: int = 0  # reason texts with more than one comment in the CRM
-    extra_comments: int = 0  # comments beyond the first, summed over duplicated reasons
-    succeeded_without_effect: int = 0
-    orphan_comments: int = 0  # comments of this run matching no accepted action
-    foreign_step_keys: int = 0  # comments carrying another execution's step key
-    kills: int = 0
-    worker_starts: int = 0
-    unexpected_exits: int = 0  # workers that died without being killed by us
-    timed_out: bool = False
-    wall_s: float = 0.0
-    time_to_final_s: float | None = None
-    crm_stats: dict[str, Any] = field(default_factory=dict)
-    zendesk_limit_per_minute: int = 0
-    # UWF's governor keeps each connection to at most `budget_requests` in ANY interval of
-    # `budget_window_s`; the sandbox counts what arrived in its busiest sliding 60 s.
-    connection: str = "acme-zendesk"
-    budget_requests: int | None = None
-    budget_window_s: float = 60.0
-    errors: dict[str, int] = field(default_factory=dict)  # failed/dead by error code
-    lost_ids: list[str] = field(default_factory=list)
-    duplicate_reasons: list[str] = field(default_factory=list)
-
-    @property
-    def within_budget(self) -> bool | None:
-        """No sliding 60 s saw more than the budget (None: the budget is not per 60 s)."""
-        if self.budget_requests is None or self.budget_window_s != 60:
-            return None
-        return int(self.crm_stats.get("max_requests_60s", 0)) <= self.budget_requests
-
-    @property
-    def ok(self) -> bool:
-        return self.within_budget is not False and not (
-            self.lost
-            or self.duplicates
-            or self.succeeded_without_effect
-            or self.orphan_comments
-            or self.foreign_step_keys
-            or self.not_accepted
-        )
 
 
 class Chaos:
@@ -286,7 +109,7 @@ class Chaos:
         self.report = Report(
             run_id=self.run_id,
             seed=args.seed,
-            database=_without_credentials(database_url),
+            database=without_credentials(database_url),
             actions=args.actions,
             workers=args.workers,
             kill_every_s=args.kill_every,
@@ -322,15 +145,7 @@ class Chaos:
 
     def start_serve(self) -> None:
         self.serve = self._start("serve", "serve", "--no-worker")
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if not self.serve.alive():
-                raise RuntimeError(f"uwf serve exited:\n{self.serve.log_tail()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"uwf serve did not answer in {START_TIMEOUT_S:.0f} s")
+        self.serve.wait_ready(f"{self.base}/healthz")
 
     def stop_all(self) -> None:
         """Stop every process this run started, by PID: workers first (they drain), then serve."""
@@ -625,67 +440,6 @@ class Chaos:
         )
 
 
-# --------------------------------------------------------------------------- reporting
-
-
-def markdown(r: Report) -> str:
-    s = r.crm_stats
-    injected, by_status = s.get("injected", {}), s.get("by_status", {})
-    limit = r.zendesk_limit_per_minute
-    enforced = "enforced" if r.crm_limits == "enforced" else "not enforced in this run"
-    rows = [
-        ("accepted", f"{r.accepted} / {r.actions}"),
-        ("succeeded", r.succeeded),
-        ("failed", r.failed),
-        ("dead", r.dead),
-        ("cancelled", r.cancelled),
-        ("**lost** (accepted, not final or missing)", f"**{r.lost}**"),
-        ("**duplicate CRM effects** (reason texts with > 1 comment)", f"**{r.duplicates}**"),
-        ("succeeded without its comment", r.succeeded_without_effect),
-        ("comments of this run matching no action / with another execution's key",
-         f"{r.orphan_comments} / {r.foreign_step_keys}"),
-        ("workers killed (SIGKILL) / started / exited by themselves",
-         f"{r.kills} / {r.worker_starts} / {r.unexpected_exits}"),
-        ("CRM requests (sandbox count)", s.get("requests_total", 0)),
-        ("429s injected / received by UWF",
-         f"{injected.get('429', 0)} / {by_status.get('429', 0)}"),
-        ("503s injected", injected.get("503", 0)),
-        ("responses dropped after the write", s.get("dropped_after_write", 0)),
-        ("max CRM requests in any 1 s", s.get("max_requests_1s", 0)),
-        (f"max CRM requests in any sliding 60 s (connection {r.connection}) vs UWF's budget",
-         f"{s.get('max_requests_60s', 0)} vs {r.budget_requests} per {r.budget_window_s:g} s"
-         + {True: " (within)", False: " (**over**)", None: ""}[r.within_budget]),
-        ("Zendesk's own limit", f"{limit}/min ({enforced})"),
-        ("time until every action was final", "timed out" if r.timed_out else
-         f"{r.time_to_final_s} s"),
-        ("whole run", f"{r.wall_s} s"),
-    ]  # fmt: skip
-    out = [
-        f"### chaos run {r.run_id} · {r.actions} actions · {r.workers} workers · SIGKILL every "
-        f"{r.kill_every_s} s · seed {r.seed}",
-        "",
-        f"Faults: {r.faults['error_rates']['429']:.0%} 429, {r.faults['error_rates']['503']:.0%} "
-        f"503, {r.faults['drop_after_write_rate']:.0%} responses dropped after the write, "
-        f"latency {r.faults['latency_ms']} ms; Zendesk's own rate limits {r.crm_limits}. "
-        f"Pipe DB {r.database}.",
-        "",
-        "| | |",
-        "|---|---:|",
-        *(f"| {name} | {value} |" for name, value in rows),
-        "",
-    ]
-    if r.errors:
-        out.append(
-            "Failed and dead by error: " + ", ".join(f"{k} × {v}" for k, v in r.errors.items())
-        )
-    if r.lost_ids:
-        out.append("Lost: " + ", ".join(r.lost_ids))
-    if r.duplicate_reasons:
-        out.append("Duplicated: " + ", ".join(r.duplicate_reasons[:50]))
-    out.append("**PASS**" if r.ok else "**FAIL**")
-    return "\n".join(out) + "\n"
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -766,13 +520,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, _frame: object) -> None:
-    # SIGTERM unwinds exactly as Ctrl-C does, so every `finally` stops its children.
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        raise KeyboardInterrupt
-    signal.raise_signal(signal.SIGINT)
-
-
 def run(args: argparse.Namespace) -> Report:
     """One chaos run; every process it starts is stopped before it returns or raises."""
     with contextlib.ExitStack() as stack:
@@ -780,7 +527,9 @@ def run(args: argparse.Namespace) -> Report:
         if args.log_dir is not None:  # logs and UWF_HOME kept for a post-mortem
             tmp = args.log_dir
             tmp.mkdir(parents=True, exist_ok=True)
-        database_url = args.database_url or stack.enter_context(fresh_database(DEFAULT_PG))
+        database_url = args.database_url or stack.enter_context(
+            fresh_database(DEFAULT_PG, "uwf_chaos")
+        )
         chaos = Chaos(args, database_url, tmp)
         try:
             chaos.start_serve()
@@ -796,7 +545,7 @@ def run(args: argparse.Namespace) -> Report:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate_like_interrupt)
     try:
         report = run(args)
     except KeyboardInterrupt:

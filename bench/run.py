@@ -3,13 +3,19 @@
 What runs, in order (every server is a child process, stopped by its PID on exit, error or
 Ctrl-C):
 
-1. The Zendesk sandbox alone, served by uvicorn in a child process (this same file with
-   ``--serve-sandbox``). A raw ``httpx.AsyncClient`` loop and a raw ``aiohttp.ClientSession``
-   loop in this process send what ``escalate_case`` sends without owner/reason: one
-   ``PUT /api/v2/tickets/{id}.json`` with ``{"ticket": {"priority": "high"}}``.
-2. ``uwf serve`` as a child process (API, worker, Pipe DB and its own sandbox), driven by an
-   aiohttp load generator in this process that posts ``escalate_case`` actions with
-   ``?wait=30`` and counts an action done when it is ``succeeded``.
+1. **Raw clients**: the Zendesk sandbox alone, served by uvicorn in a child process (this
+   same file with ``--serve-sandbox``). A raw ``httpx.AsyncClient`` loop and a raw
+   ``aiohttp.ClientSession`` loop in this process send what ``escalate_case`` sends without
+   owner/reason: one ``PUT /api/v2/tickets/{id}.json`` with ``{"ticket": {"priority":
+   "high"}}``; at every sandbox latency (``--latency-ms``) and concurrency (``--concurrency``).
+2. **UWF end to end**, once per Pipe DB (``--databases``): ``uwf serve`` as a child process
+   (API, worker, Pipe DB and its own sandbox), driven by an aiohttp load generator that posts
+   ``escalate_case`` actions with ``?wait=30`` and counts an action done when it is
+   ``succeeded``; the same latencies (set through the sandbox's ``_control`` between points)
+   and concurrencies. PostgreSQL runs on a fresh database, created and dropped by the run.
+3. **API accept rate** (bench/_accept.py): a fresh ``uwf serve`` on the embedded default
+   gets ``--accept-rate`` actions a second for ``--accept-seconds`` on a fixed schedule,
+   without ``wait``; then the run waits until every accepted action is final.
 
 Each point reports throughput, p50/p99 latency and CPU per action: this process's CPU
 (``time.process_time``) for the clients, ``/proc/<pid>/stat`` utime+stime for the servers.
@@ -22,134 +28,50 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import ctypes
 import json
-import math
 import os
 import platform
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import httpx
+from _accept import accept_rate
+from _processes import (
+    DEFAULT_PG,
+    EXAMPLES,
+    ROOT,
+    SANDBOX_PREFIX,
+    TICKETS,
+    UWF,
+    Child,
+    child_env,
+    free_port,
+    fresh_database,
+    running,
+    terminate_like_interrupt,
+    without_credentials,
+)
+from _report import Accept, Point, markdown, percentile, print_progress, ratios
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples" / "metadata"
 RESULTS = ROOT / "bench" / "results"
-SANDBOX_PREFIX = "/sandbox/zendesk"
-UWF = Path(sys.executable).parent / "uwf"
-# Seeded tickets 1-150; every 25th is closed and answers 422 ClosedPreventsUpdate.
-TICKETS = tuple(i for i in range(1, 151) if i % 25)
 UPDATE_BODY = {"ticket": {"priority": "high"}}  # what value_map P2 -> high makes UWF send
 WARMUP = 20  # unmeasured calls per point: connections, first-call imports, caches
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 20.0
+DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
-# --------------------------------------------------------------------------- child processes
-
-
-class Child:
-    """A server we start as a child process, measure through /proc and stop by its PID."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.name, self.argv, self.env, self.log = name, argv, env, log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            # A session of its own: Ctrl-C reaches only this script, which then stops the
-            # child itself (and waits for it) instead of racing it.
-            self.process = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def cpu_seconds(self) -> float:
-        """utime + stime of the whole process (every thread), from /proc/<pid>/stat."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces
-        utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-        return (utime + stime) / CLK_TCK
-
-    def wait_ready(self, url: str) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer {url} in {START_TIMEOUT_S:.0f} s")
-
-    def stop(self) -> None:
-        """SIGTERM (graceful shutdown), then SIGKILL if it does not exit in time."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except KeyboardInterrupt:  # a second Ctrl-C: no more patience, but no orphan either
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
-            raise
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec. If this script is SIGKILLed (no `finally` runs), Linux
-    # sends the child SIGTERM (PR_SET_PDEATHSIG), so not even that leaves a server behind.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-@contextlib.contextmanager
-def running(child: Child, ready_url: str) -> Iterator[Child]:
-    try:
-        child.start()
-        child.wait_ready(ready_url)
-        yield child
-    except Exception:
-        print(f"{child.name} log (last lines):\n{child.log_tail()}", file=sys.stderr)
-        raise
-    finally:
-        child.stop()
+# --------------------------------------------------------------------------- servers
 
 
 def unthrottled_metadata(directory: Path) -> Path:
@@ -166,19 +88,6 @@ def unthrottled_metadata(directory: Path) -> Path:
         )
     )
     return directory
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def child_env(**uwf: str) -> dict[str, str]:
-    # The caller's own UWF_* settings (a database URL, say) must not leak into the run.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UWF_")}
-    return {**env, **{f"UWF_{k.upper()}": v for k, v in uwf.items()}}
 
 
 def serve_sandbox(home: Path, port: int) -> None:
@@ -202,36 +111,6 @@ def serve_sandbox(home: Path, port: int) -> None:
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-@dataclass
-class Point:
-    """One measured point: a client (or UWF) at one concurrency."""
-
-    system: str  # "raw" or "uwf"
-    client: str  # "httpx", "aiohttp" or "uwf"
-    concurrency: int
-    actions: int
-    ok: int
-    errors: dict[str, int]
-    wall_s: float
-    throughput: float  # successful actions per second
-    p50_ms: float | None  # None when no action succeeded
-    p99_ms: float | None
-    mean_ms: float | None
-    # raw: this process (the client); uwf: this process as load generator (not UWF's cost)
-    client_cpu_ms: float
-    # raw: the sandbox-only process; uwf: the `uwf serve` process (API+worker+DB+sandbox)
-    server_cpu_ms: float
-    crm_requests: int  # requests the sandbox counted during the point
-    crm_by_status: dict[str, int] = field(default_factory=dict)
-
-
-def percentile(sorted_ms: list[float], p: float) -> float | None:
-    """Nearest-rank percentile (p99 of 300 samples is the 297th smallest)."""
-    if not sorted_ms:
-        return None
-    return round(sorted_ms[max(0, math.ceil(p / 100 * len(sorted_ms)) - 1)], 2)
 
 
 async def drive(
@@ -284,12 +163,14 @@ async def configure_sandbox(base: str, latency_ms: int) -> None:
 async def measure(
     system: str,
     client: str,
-    concurrency: int,
+    where: tuple[int, int, str | None],
     actions: int,
     one: Callable[[int], Awaitable[str | None]],
     server: Child,
     base: str,
 ) -> Point:
+    """One point: `actions` calls of `one` at (concurrency, latency ms, database)."""
+    concurrency, latency_ms, database = where
     await drive(min(WARMUP, actions), concurrency, one)
     before = await sandbox_stats(base)
     server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
@@ -301,10 +182,12 @@ async def measure(
     latencies.sort()
     by_status = Counter(after["by_status"])
     by_status.subtract(before["by_status"])
-    return Point(
+    point = Point(
         system=system,
         client=client,
         concurrency=concurrency,
+        latency_ms=latency_ms,
+        database=database,
         actions=actions,
         ok=len(latencies),
         errors=dict(errors),
@@ -318,6 +201,13 @@ async def measure(
         crm_requests=after["requests_total"] - before["requests_total"],
         crm_by_status={k: v for k, v in sorted(by_status.items()) if v},
     )
+    print_progress([point])
+    return point
+
+
+def actions_at(args: argparse.Namespace, concurrency: int) -> int:
+    # Concurrency 1 at 50 ms is one call at a time: fewer actions keep the run short.
+    return args.actions_serial if concurrency == 1 else args.actions
 
 
 def basic_auth(home: Path) -> str:
@@ -332,43 +222,41 @@ async def raw_points(
     args: argparse.Namespace, sandbox: Child, base: str, home: Path
 ) -> list[Point]:
     """Part 1: the bare CRM call, with each client, against the sandbox-only process."""
-    await configure_sandbox(base, args.latency_ms)
     # Both clients send what UWF's connector sends: Basic auth, JSON in, JSON out.
     headers = {"Authorization": basic_auth(home), "Accept": "application/json"}
     url = f"{base}{SANDBOX_PREFIX}/api/v2/tickets/{{}}.json"
     points = []
-    for concurrency in args.concurrency:
-        async with httpx.AsyncClient(headers=headers, timeout=30) as hx:
+    for latency in args.latency_ms:
+        await configure_sandbox(base, latency)
+        for concurrency in args.concurrency:
+            where, n = (concurrency, latency, None), actions_at(args, concurrency)
+            async with httpx.AsyncClient(headers=headers, timeout=30) as hx:
 
-            async def httpx_put(ticket: int, hx: httpx.AsyncClient = hx) -> str | None:
-                response = await hx.put(url.format(ticket), json=UPDATE_BODY)
-                response.json()
-                return None if response.status_code == 200 else str(response.status_code)
+                async def httpx_put(ticket: int, hx: httpx.AsyncClient = hx) -> str | None:
+                    response = await hx.put(url.format(ticket), json=UPDATE_BODY)
+                    response.json()
+                    return None if response.status_code == 200 else str(response.status_code)
 
-            points.append(
-                await measure("raw", "httpx", concurrency, args.actions, httpx_put, sandbox, base)
-            )
-        # The connector's own session settings (uwf.connectors.runtime).
-        connector = aiohttp.TCPConnector(limit=100, ttl_dns_cache=300)
-        async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+                points.append(await measure("raw", "httpx", where, n, httpx_put, sandbox, base))
+            # The connector's own session settings (uwf.connectors.runtime).
+            connector = aiohttp.TCPConnector(limit=100, ttl_dns_cache=300)
+            async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
-            async def aiohttp_put(ticket: int, s: aiohttp.ClientSession = session) -> str | None:
-                async with s.put(url.format(ticket), json=UPDATE_BODY) as response:
-                    await response.json()
-                    return None if response.status == 200 else str(response.status)
+                async def aiohttp_put(
+                    ticket: int, s: aiohttp.ClientSession = session
+                ) -> str | None:
+                    async with s.put(url.format(ticket), json=UPDATE_BODY) as response:
+                        await response.json()
+                        return None if response.status == 200 else str(response.status)
 
-            points.append(
-                await measure(
-                    "raw", "aiohttp", concurrency, args.actions, aiohttp_put, sandbox, base
-                )
-            )
-        print_progress(points[-2:])
+                points.append(await measure("raw", "aiohttp", where, n, aiohttp_put, sandbox, base))
     return points
 
 
-async def uwf_points(args: argparse.Namespace, serve: Child, base: str, key: str) -> list[Point]:
+async def uwf_points(
+    args: argparse.Namespace, serve: Child, base: str, key: str, database: str
+) -> list[Point]:
     """Part 2: escalate_case through `uwf serve`, waiting for each to succeed."""
-    await configure_sandbox(base, args.latency_ms)
     headers = {"Authorization": f"Bearer {key}"}
     url = f"{base}/v1/tenants/acme/actions?wait=30"
     points = []
@@ -391,122 +279,15 @@ async def uwf_points(args: argparse.Namespace, serve: Child, base: str, key: str
                 return None
             return f"{status} {execution.get('status') or execution.get('type', '?')}"
 
-        for concurrency in args.concurrency:
-            points.append(
-                await measure("uwf", "uwf", concurrency, args.actions, escalate, serve, base)
-            )
-            print_progress(points[-1:])
+        for latency in args.latency_ms:
+            await configure_sandbox(base, latency)
+            for concurrency in args.concurrency:
+                where, n = (concurrency, latency, database), actions_at(args, concurrency)
+                points.append(await measure("uwf", "uwf", where, n, escalate, serve, base))
     return points
 
 
-# --------------------------------------------------------------------------- reporting
-
-
-def print_progress(points: list[Point]) -> None:
-    for p in points:
-        errors = f", errors {p.errors}" if p.errors else ""
-        print(
-            f"  {p.client:8} c={p.concurrency:<3} {p.throughput:8.1f}/s  p50 {_f(p.p50_ms)} ms"
-            f"  p99 {_f(p.p99_ms)} ms{errors}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
-def _f(value: float | None, digits: int = 2, suffix: str = "") -> str:
-    return "–" if value is None else f"{value:.{digits}f}{suffix}"
-
-
-def _div(a: float | None, b: float | None, digits: int) -> float | None:
-    return None if a is None or not b else round(a / b, digits)
-
-
-def ratios(points: list[Point]) -> list[dict[str, Any]]:
-    """UWF against the fastest raw client (highest throughput) at the same concurrency."""
-    rows = []
-    for uwf in (p for p in points if p.system == "uwf"):
-        raw = [p for p in points if p.system == "raw" and p.concurrency == uwf.concurrency]
-        if not raw:
-            continue
-        fastest = max(raw, key=lambda p: p.throughput)
-        # The sandbox's CPU per request, measured alone under aiohttp's load (UWF's outbound
-        # client is aiohttp), stands in for the share of `uwf serve` its mounted sandbox used.
-        sandbox_share = next((p for p in raw if p.client == "aiohttp"), raw[0]).server_cpu_ms
-        own = round(uwf.server_cpu_ms - sandbox_share, 3)
-        rows.append({
-            "concurrency": uwf.concurrency,
-            "fastest_raw": fastest.client,
-            "throughput_ratio": _div(uwf.throughput, fastest.throughput, 3),
-            "p50_ratio": _div(uwf.p50_ms, fastest.p50_ms, 2),
-            "p99_ratio": _div(uwf.p99_ms, fastest.p99_ms, 2),
-            "uwf_server_cpu_ms": uwf.server_cpu_ms,
-            "sandbox_share_cpu_ms": sandbox_share,
-            "uwf_own_cpu_ms": own,
-            "raw_client_cpu_ms": fastest.client_cpu_ms,
-            "raw_sandbox_cpu_ms": fastest.server_cpu_ms,
-            "own_cpu_ratio": _div(own, fastest.client_cpu_ms, 1),
-            "total_cpu_ratio": _div(
-                uwf.server_cpu_ms, fastest.client_cpu_ms + fastest.server_cpu_ms, 2
-            ),
-        })  # fmt: skip
-    return rows
-
-
-def markdown(meta: dict[str, Any], points: list[Point], rows: list[dict[str, Any]]) -> str:
-    out = [
-        f"### {meta['utc']} · Pipe DB {meta['database']} · sandbox latency {meta['latency_ms']} ms",
-        "",
-        f"commit `{meta['commit']}` · {meta['actions']} measured actions per point after "
-        f"{meta['warmup']} warm-up · {meta['cpus']} CPUs (load average "
-        f"{meta['loadavg_1m_at_start']} at start) · Python {meta['python']} · "
-        f"{meta['platform']} · whole run {meta['duration_s']} s",
-        "",
-        "| what | conc. | ok | actions/s | p50 ms | p99 ms "
-        "| client CPU ms/action | server CPU ms/action | CRM requests/action |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for p in points:
-        name = f"raw {p.client}" if p.system == "raw" else "UWF end to end"
-        out.append(
-            f"| {name} | {p.concurrency} | {p.ok}/{p.actions} | {p.throughput:.1f} "
-            f"| {_f(p.p50_ms)} | {_f(p.p99_ms)} | {p.client_cpu_ms:.3f} "
-            f"| {p.server_cpu_ms:.2f} | {p.crm_requests / p.actions:.2f} |"
-        )
-    out += [
-        "",
-        "Client CPU: raw rows, this process running the client loop; UWF rows, the aiohttp load "
-        "generator (not UWF's cost). Server CPU: raw rows, the sandbox-only uvicorn process; UWF "
-        "rows, the whole `uwf serve` process (API, worker, Pipe DB client *and* its mounted "
-        "sandbox). CPU is utime+stime per measured action.",
-        "",
-        "UWF against the fastest raw client (highest throughput) at the same concurrency:",
-        "",
-        "| conc. | fastest raw | throughput UWF/raw | p50 UWF/raw | p99 UWF/raw "
-        "| `uwf serve` CPU ms | − sandbox share ms | = UWF's own CPU ms | own ÷ raw client CPU "
-        "| `uwf serve` ÷ (raw client + sandbox) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        out.append(
-            f"| {r['concurrency']} | {r['fastest_raw']} | {_f(r['throughput_ratio'], 3)} "
-            f"| {_f(r['p50_ratio'], 1, '×')} | {_f(r['p99_ratio'], 1, '×')} "
-            f"| {r['uwf_server_cpu_ms']:.2f} | {r['sandbox_share_cpu_ms']:.2f} "
-            f"| {r['uwf_own_cpu_ms']:.2f} | {_f(r['own_cpu_ratio'], 1, '×')} "
-            f"| {_f(r['total_cpu_ratio'], 1, '×')} |"
-        )
-    out += [
-        "",
-        "Sandbox share: the sandbox-only process's CPU per request under the raw aiohttp loop at "
-        "the same concurrency, a rough stand-in for what the mounted sandbox costs inside "
-        "`uwf serve` (which cannot be separated in-process).",
-    ]
-    failed = [p for p in points if p.errors]
-    if failed:
-        out += [
-            "",
-            "**Errors:** " + "; ".join(f"{p.client} c={p.concurrency}: {p.errors}" for p in failed),
-        ]
-    return "\n".join(out) + "\n"
+# --------------------------------------------------------------------------- the run
 
 
 def git_commit() -> str:
@@ -524,129 +305,11 @@ def git_commit() -> str:
     return result.stdout.strip() or "unknown"
 
 
-# --------------------------------------------------------------------------- PostgreSQL
-
-
 @contextlib.contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database on `server_url`'s server; dropped afterwards."""
-    import asyncpg
-
-    plain = server_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    name = "uwf_bench_" + secrets.token_hex(6)
-
-    async def execute(sql: str) -> None:
-        conn = await asyncpg.connect(plain, timeout=10)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
-    try:
-        yield urlunsplit(urlsplit(plain)._replace(path=f"/{name}"))
-    finally:
-        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-# --------------------------------------------------------------------------- main
-
-
-def concurrency_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("concurrency values must be integers >= 1")
-    return values
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--concurrency",
-        type=concurrency_list,
-        default=[1, 16],
-        help="comma-separated concurrency levels (default: 1,16)",
-    )
-    parser.add_argument(
-        "--actions", type=int, default=300, help="measured actions per point (default: 300)"
-    )
-    parser.add_argument(
-        "--latency-ms",
-        type=int,
-        default=0,
-        help="sandbox response latency, set through _control (default: 0)",
-    )
-    parser.add_argument(
-        "--database-url",
-        default=None,
-        help="UWF_DATABASE_URL for `uwf serve` (default: SQLite in a temp dir)",
-    )
-    parser.add_argument(
-        "--fresh-database",
-        action="store_true",
-        help="with a PostgreSQL --database-url: create a new database on that "
-        "server for this run and drop it afterwards",
-    )
-    parser.add_argument(
-        "--output-dir",
-        type=Path,
-        default=RESULTS,
-        help="where <UTC timestamp>.md and .json go (default: bench/results)",
-    )
-    parser.add_argument("--serve-sandbox", type=Path, metavar="HOME", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.actions < 1 or args.latency_ms < 0:
-        parser.error("--actions must be >= 1 and --latency-ms >= 0")
-    if args.fresh_database and not (args.database_url or "").startswith("postgres"):
-        parser.error("--fresh-database needs a PostgreSQL --database-url")
-    return args
-
-
-def run(args: argparse.Namespace, database_url: str | None, tmp: Path) -> None:
-    started = time.monotonic()
-    stamp = datetime.now(UTC)
-    meta = {
-        "utc": stamp.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "commit": git_commit(),
-        "database": "PostgreSQL" if database_url else "SQLite",
-        "latency_ms": args.latency_ms,
-        "actions": args.actions,
-        "warmup": WARMUP,
-        "concurrency": args.concurrency,
-        "cpus": os.cpu_count(),
-        # Other work on the machine skews every number; a high value says "run it again".
-        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
-        "python": platform.python_version(),
-        "platform": f"{platform.system()} {platform.machine()}",
-    }
-    points: list[Point] = []
-
-    print("raw clients against the sandbox alone:", file=sys.stderr, flush=True)
-    home = tmp / "sandbox-home"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    sandbox = Child(
-        "sandbox",
-        [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--serve-sandbox",
-            str(home),
-            "--port",
-            str(port),
-        ],
-        child_env(),
-        tmp / "sandbox.log",
-    )
-    with running(sandbox, f"{base}{SANDBOX_PREFIX}/_control"):
-        points += asyncio.run(raw_points(args, sandbox, base, home))
-
-    print("UWF end to end (uwf serve):", file=sys.stderr, flush=True)
-    home = tmp / "uwf-home"
+def uwf_serve(tmp: Path, name: str, database_url: str | None) -> Iterator[tuple[Child, str, str]]:
+    """`uwf serve` (API, in-process worker, Pipe DB, sandbox) in a child process of its own:
+    (the child, its base URL, its admin key)."""
+    home = tmp / f"{name}-home"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     key = "bench-" + secrets.token_urlsafe(16)
@@ -654,32 +317,206 @@ def run(args: argparse.Namespace, database_url: str | None, tmp: Path) -> None:
         "home": str(home),
         "port": str(port),
         "admin_key": key,
-        "metadata_dir": str(unthrottled_metadata(tmp / "metadata")),
+        "metadata_dir": str(unthrottled_metadata(tmp / f"{name}-metadata")),
     }
     if database_url:
         settings["database_url"] = database_url
-    serve = Child("uwf serve", [str(UWF), "serve"], child_env(**settings), tmp / "serve.log")
+    serve = Child(
+        f"uwf serve ({name})", [str(UWF), "serve"], child_env(**settings), tmp / f"{name}.log"
+    )
     with running(serve, f"{base}/healthz"):
-        points += asyncio.run(uwf_points(args, serve, base, key))
+        yield serve, base, key
 
+
+def run_raw(args: argparse.Namespace, tmp: Path) -> list[Point]:
+    print("raw clients against the sandbox alone:", file=sys.stderr, flush=True)
+    home = tmp / "sandbox-home"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    script = str(Path(__file__).resolve())
+    argv = [sys.executable, script, "--serve-sandbox", str(home), "--port", str(port)]
+    sandbox = Child("sandbox", argv, child_env(), tmp / "sandbox.log")
+    with running(sandbox, f"{base}{SANDBOX_PREFIX}/_control"):
+        return asyncio.run(raw_points(args, sandbox, base, home))
+
+
+def run_uwf(
+    args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack, skipped: dict[str, str]
+) -> list[Point]:
+    points: list[Point] = []
+    for name in args.databases:
+        database = DATABASES[name]
+        database_url = None
+        if name == "postgresql":
+            try:
+                database_url = stack.enter_context(fresh_database(args.database_url, "uwf_bench"))
+            except Exception as exc:  # unreachable, refused, no CREATE DATABASE right, ...
+                server = without_credentials(args.database_url)
+                reason = f"no fresh database on {server}: {type(exc).__name__}: {exc}"
+                skipped[database] = reason.splitlines()[0][:300]
+                print(f"PostgreSQL skipped: {skipped[database]}", file=sys.stderr, flush=True)
+                continue
+        print(f"UWF end to end (uwf serve, {database}):", file=sys.stderr, flush=True)
+        with uwf_serve(tmp, name, database_url) as (serve, base, key):
+            points += asyncio.run(uwf_points(args, serve, base, key, database))
+    return points
+
+
+def run_accept(args: argparse.Namespace, tmp: Path) -> Accept:
+    print(
+        f"API accept rate ({args.accept_rate:g}/s for {args.accept_seconds:g} s, SQLite):",
+        file=sys.stderr,
+        flush=True,
+    )
+    with uwf_serve(tmp, "accept", None) as (serve, base, key):
+        asyncio.run(configure_sandbox(base, 0))
+        drain_limit = args.accept_drain_limit
+        result = asyncio.run(
+            accept_rate(base, key, serve, args.accept_rate, args.accept_seconds, drain_limit)
+        )
+    print(
+        f"  accepted {result.accepted}/{result.scheduled}  p50 {result.p50_ms} ms  "
+        f"p99 {result.p99_ms} ms  drain {result.drain_s} s  final {result.final}  "
+        f"lost {result.lost}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return result
+
+
+def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> None:
+    started = time.monotonic()
+    stamp = datetime.now(UTC)
+    meta: dict[str, Any] = {
+        "utc": stamp.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "commit": git_commit(),
+        "databases": [DATABASES[d] for d in args.databases],
+        "latency_ms": args.latency_ms,
+        "actions": args.actions,
+        "actions_serial": args.actions_serial,
+        "warmup": WARMUP,
+        "concurrency": args.concurrency,
+        "cpus": os.cpu_count(),
+        # Other work on the machine skews every number; a high value says "run it again".
+        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "skipped": {},
+    }
+    points = run_raw(args, tmp)
+    points += run_uwf(args, tmp, stack, meta["skipped"])
+    meta["databases_run"] = sorted({p.database for p in points if p.database}) or ["none"]
+    accept = run_accept(args, tmp) if args.accept_seconds > 0 else None
+    meta["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     meta["duration_s"] = round(time.monotonic() - started, 1)
     rows = ratios(points)
-    report = markdown(meta, points, rows)
+    report = markdown(meta, points, rows, accept)
     sys.stdout.write(report)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     name = stamp.strftime("%Y%m%dT%H%M%SZ")
     (args.output_dir / f"{name}.md").write_text(report)
-    data = {"meta": meta, "points": [asdict(p) for p in points], "ratios": rows}
+    data = {
+        "meta": meta,
+        "points": [asdict(p) for p in points],
+        "ratios": rows,
+        "accept": None if accept is None else {**asdict(accept), "ok": accept.ok},
+    }
     (args.output_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {args.output_dir / name}.md and .json in {meta['duration_s']} s", file=sys.stderr)
 
 
-def _terminate(signum: int, _frame: object) -> None:
-    # SIGTERM unwinds exactly as Ctrl-C does: inside `asyncio.run` its SIGINT handler cancels
-    # the running task cleanly, and then every `finally` stops its child.
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        raise KeyboardInterrupt
-    signal.raise_signal(signal.SIGINT)
+# --------------------------------------------------------------------------- main
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError("values must be integers >= 0")
+    return values
+
+
+def database_list(text: str) -> list[str]:
+    values = [v.strip().lower() for v in text.split(",") if v.strip()]
+    unknown = [v for v in values if v not in DATABASES]
+    if not values or unknown:
+        raise argparse.ArgumentTypeError(f"databases are {', '.join(DATABASES)}: {text!r}")
+    return list(dict.fromkeys(values))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add(
+        "--concurrency",
+        type=int_list,
+        default=[1, 16, 64],
+        help="comma-separated concurrency levels (default: 1,16,64)",
+    )
+    add(
+        "--latency-ms",
+        type=int_list,
+        default=[0, 50],
+        help="comma-separated sandbox response latencies, set through _control (default: 0,50)",
+    )
+    add(
+        "--databases",
+        type=database_list,
+        default=["sqlite", "postgresql"],
+        help="Pipe DBs for `uwf serve` (default: sqlite,postgresql)",
+    )
+    add(
+        "--database-url",
+        default=DEFAULT_PG,
+        help="the PostgreSQL server: a fresh database is created on it for the run and dropped "
+        f"afterwards (default: {DEFAULT_PG})",
+    )
+    add("--actions", type=int, default=200, help="measured actions per point (default: 200)")
+    add(
+        "--actions-serial",
+        type=int,
+        default=100,
+        help="measured actions per point at concurrency 1 (default: 100)",
+    )
+    add(
+        "--accept-rate",
+        type=float,
+        default=300.0,
+        help="API accept rate: actions per second on a fixed schedule (default: 300)",
+    )
+    add(
+        "--accept-seconds",
+        type=float,
+        default=10.0,
+        help="API accept rate: how long to send (default: 10; 0 skips the part)",
+    )
+    add(
+        "--accept-drain-limit",
+        type=float,
+        default=300.0,
+        help="API accept rate: how long to wait for every accepted action to be final "
+        "(default: 300 s)",
+    )
+    add(
+        "--output-dir",
+        type=Path,
+        default=RESULTS,
+        help="where <UTC timestamp>.md and .json go (default: bench/results)",
+    )
+    add("--serve-sandbox", type=Path, metavar="HOME", help=argparse.SUPPRESS)
+    add("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.actions < 1 or args.actions_serial < 1:
+        parser.error("--actions and --actions-serial must be >= 1")
+    if 0 in args.concurrency:
+        parser.error("--concurrency values must be >= 1")
+    if args.accept_rate <= 0 or args.accept_seconds < 0 or args.accept_drain_limit <= 0:
+        parser.error("--accept-rate and --accept-drain-limit must be > 0, --accept-seconds >= 0")
+    if not args.database_url.startswith("postgres"):
+        parser.error("--database-url must be a PostgreSQL URL")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -687,14 +524,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_sandbox is not None:
         serve_sandbox(args.serve_sandbox, args.port)
         return 0
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate_like_interrupt)
     try:
         with contextlib.ExitStack() as stack:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uwf-bench-")))
-            database_url = args.database_url
-            if args.fresh_database:
-                database_url = stack.enter_context(fresh_database(database_url))
-            run(args, database_url, tmp)
+            run(args, tmp, stack)
     except KeyboardInterrupt:
         print("interrupted; every child process was stopped", file=sys.stderr)
         return 130
