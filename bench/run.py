@@ -306,9 +306,11 @@ def git_commit() -> str:
 
 
 @contextlib.contextmanager
-def uwf_serve(tmp: Path, name: str, database_url: str | None) -> Iterator[tuple[Child, str, str]]:
+def uwf_serve(
+    tmp: Path, name: str, database_url: str | None, **extra: str
+) -> Iterator[tuple[Child, str, str]]:
     """`uwf serve` (API, in-process worker, Pipe DB, sandbox) in a child process of its own:
-    (the child, its base URL, its admin key)."""
+    (the child, its base URL, its admin key). `extra`: more UWF_* settings."""
     home = tmp / f"{name}-home"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -318,6 +320,7 @@ def uwf_serve(tmp: Path, name: str, database_url: str | None) -> Iterator[tuple[
         "port": str(port),
         "admin_key": key,
         "metadata_dir": str(unthrottled_metadata(tmp / f"{name}-metadata")),
+        **extra,
     }
     if database_url:
         settings["database_url"] = database_url
@@ -368,7 +371,11 @@ def run_accept(args: argparse.Namespace, tmp: Path) -> Accept:
         file=sys.stderr,
         flush=True,
     )
-    with uwf_serve(tmp, "accept", None) as (serve, base, key):
+    # The load generator is ONE caller, and each caller may make 50 requests a second by
+    # default (UWF_API_RATE_LIMIT, per process): lifted, as the connection's budget is, or
+    # the part would measure the per-caller limiter (429s), not the API's accept path.
+    unlimited = {"api_rate_limit": "1000000", "api_rate_burst": "1000000"}
+    with uwf_serve(tmp, "accept", None, **unlimited) as (serve, base, key):
         asyncio.run(configure_sandbox(base, 0))
         drain_limit = args.accept_drain_limit
         result = asyncio.run(
