@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import EXAMPLES, free_socket
+from tests.processes import wait_healthy
 
 pytestmark = pytest.mark.slow
 UWF = Path(sys.executable).parent / "uwf"
@@ -49,16 +50,7 @@ class Serve:
             self.process = subprocess.Popen(
                 [str(UWF), "serve"], env=self.env, stdout=log, stderr=log
             )
-        deadline = time.monotonic() + 90  # a loaded machine can take long to import
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("uwf serve did not come up:\n" + self.log.read_text())
+        wait_healthy(self.base, self.log, self.process)
 
     def kill9(self) -> None:
         assert self.process is not None

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import EXAMPLES, free_socket, fresh_pg_database_sync
+from tests.processes import wait_healthy
 
 pytestmark = pytest.mark.slow
 UWF = Path(sys.executable).parent / "uwf"
@@ -76,15 +77,7 @@ def cluster(tmp_path: Path, pg_server: str) -> Iterator[Cluster]:
         running = Cluster(f"http://127.0.0.1:{port}", tmp_path / "home", env, tmp_path)
         try:
             running.start("serve", "--no-worker", name="serve")
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{running.base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-                time.sleep(0.1)
+            wait_healthy(running.base, tmp_path / "serve.log")
             yield running
         finally:
             for process in running.processes:

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import EXAMPLES, free_socket, fresh_pg_database_sync
+from tests.processes import wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -65,15 +66,7 @@ def _cluster(tmp_path: Path, url: str) -> Iterator[Cluster]:
                 )
             )
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, logs[0].read_text()
-            time.sleep(0.1)
+        wait_healthy(base, logs[0], processes[0])
         for log_path in logs[1:]:
             with log_path.open("wb") as log:
                 processes.append(
