@@ -16,7 +16,7 @@ from uwf.mapping._expressions import (
     is_truthy,
     referenced_value_maps,
 )
-from uwf.mapping._functions import e164, format_date, frozen_now, iso_country, now
+from uwf.mapping._functions import e164, format_date, frozen_now, iso_country, now, parse_date
 
 __all__ = [
     "COERCE_TYPES",
@@ -35,5 +35,6 @@ __all__ = [
     "is_truthy",
     "iso_country",
     "now",
+    "parse_date",
     "referenced_value_maps",
 ]

@@ -370,3 +370,45 @@ def format_date(value: Any, fmt: Any = None, timezone: Any = None) -> str | None
         return instant.strftime(fmt)
     except ValueError:
         raise ExpressionError(f"format_date(): cannot format with {describe(fmt)}") from None
+
+
+_TIME_DIRECTIVES = re.compile(r"%[HIMSfpzZcX]")
+
+
+def parse_date(value: Any, fmt: Any, timezone: Any = None) -> str | None:
+    """Read a date or date-time written in a `strptime` pattern and write it as ISO-8601.
+
+    For the dates people and old systems write: `parse_date('22/11/2026', '%d/%m/%Y')` →
+    `'2026-11-22'`. A pattern without a time gives a date; with one it gives a date-time, read in
+    `timezone` (an IANA name; default UTC) unless the pattern has `%z`, and written with its
+    offset (`Z` for UTC). Parsing is exact: a value that does not match the pattern is an error
+    naming the value and the pattern. `null` and blank text give `null`.
+
+    Example:
+        `parse_date('22/11/2026 14:05', '%d/%m/%Y %H:%M', 'Europe/Berlin')`
+        → `'2026-11-22T14:05:00+01:00'`.
+    """
+    text = _text("parse_date", value, "a date")
+    if text is None:
+        return None
+    if not isinstance(fmt, str) or not fmt.strip():
+        raise ExpressionError(f"parse_date(): the format must be text, got {json_type(fmt)}")
+    if len(fmt) > MAX_FORMAT_LENGTH:
+        raise ExpressionError(
+            f"parse_date(): the format is {len(fmt)} characters long;"
+            f" the limit is {MAX_FORMAT_LENGTH}"
+        )
+    zone = resolve_zone(timezone, "parse_date")
+    try:
+        parsed = datetime.strptime(text, fmt)
+    except (ValueError, OverflowError):
+        raise ExpressionError(
+            f"parse_date(): {describe(value)} does not match the format {describe(fmt)}"
+        ) from None
+    if not _TIME_DIRECTIVES.search(fmt):
+        return parsed.date().isoformat()
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=zone or UTC)
+    elif zone is not None:
+        parsed = parsed.astimezone(zone)
+    return iso_format(parsed)
