@@ -247,6 +247,21 @@ async def test_a_loop_over_its_bound_fails_before_any_write(harness: Harness) ->
     assert harness.comments(42) == before
 
 
+async def test_an_oversized_batch_writes_nothing_not_even_compensation(harness: Harness) -> None:
+    """triage_cases' schema allows 20 cases, its loop 20; a bigger batch (a caller skipping the
+    API's schema check is simulated by submitting directly) fails before any step, and its
+    `on_failure` note is not written either: nothing was started, so nothing is compensated."""
+    before = harness.comments(58)
+    cases = [{"case_id": 58, "priority": "P3"}] * 21
+    done = await harness.execute("triage_cases", {"cases": cases, "reason": "too big"})
+    assert done.status == "failed"
+    assert done.error is not None
+    assert done.error["type"] == "limit"
+    assert "compensation" not in done.error
+    assert await harness.store.step_runs(done.id) == []
+    assert harness.comments(58) == before
+
+
 async def test_a_loop_runs_each_round_once_in_order(harness: Harness) -> None:
     done = await harness.execute("note_each", {"case_ids": [43, 44, 43], "text": "round"})
     assert done.status == "succeeded", done.error

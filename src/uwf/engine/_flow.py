@@ -87,9 +87,10 @@ class Walk:
         context = self._context(workflow, self.execution.input)
         compensation = self.ledger.get("on_failure")
         if compensation is None:
-            outcome = self._preflight(workflow, context, value_maps) or await self.steps(
-                workflow, workflow.steps, "", context, value_maps
-            )
+            refused = self._preflight(workflow, context, value_maps)
+            if refused is not None:
+                return refused  # nothing started, so there is nothing to compensate either
+            outcome = await self.steps(workflow, workflow.steps, "", context, value_maps)
             if outcome is None:
                 try:
                     output = _workflow_output(workflow, context, value_maps)
