@@ -65,7 +65,9 @@ async def run_action(
         async with local_sandboxes(settings) as sandbox_base:
             executor = make_executor(settings, service.store, sandbox_base)
             try:
-                execution, _ = await accept_action(service.store, tenant, workflow, data)
+                execution, _ = await accept_action(
+                    service.store, tenant, workflow, data, vault=service.vault
+                )
                 await executor.start()
                 final = await executor.wait_for(execution.id, seconds) or execution
                 return await execution_document(service.store, final)

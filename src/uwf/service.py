@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -15,7 +16,7 @@ from uwf.sandboxes import SANDBOXES, sandbox_credentials
 from uwf.settings import Settings
 from uwf.store import AuditEntry, Store
 
-__all__ = ["Service", "default_metadata_dir"]
+__all__ = ["Service", "default_metadata_dir", "load_vault", "make_executor"]
 
 log = structlog.get_logger("uwf")
 
@@ -34,6 +35,7 @@ class Service:
     settings: Settings
     store: Store
     executor: Executor | None
+    vault: Vault
     sandbox_base: str | None = None
 
     @classmethod
@@ -46,6 +48,7 @@ class Service:
         this process does not serve them.
         """
         settings.home.mkdir(parents=True, exist_ok=True)
+        vault = load_vault(settings)
         store = await Store.open(settings.resolved_database_url)
         if await store.active_metadata() is None:
             directory = default_metadata_dir(settings)
@@ -66,12 +69,21 @@ class Service:
         if worker:
             executor = make_executor(settings, store, sandbox_base)
             await executor.start()
-        return cls(settings, store, executor, sandbox_base)
+        return cls(settings, store, executor, vault, sandbox_base)
 
     async def stop(self) -> None:
         if self.executor is not None:
             await self.executor.stop(self.settings.drain_seconds)
         await self.store.close()
+
+
+def load_vault(settings: Settings) -> Vault:
+    """The key ring: `UWF_SECRET_KEY` (or the generated key file) and any retired keys."""
+    return Vault.load(
+        settings.home,
+        settings.secret_key.get_secret_value() if settings.secret_key else None,
+        settings.secret_keys_old.get_secret_value() if settings.secret_keys_old else None,
+    )
 
 
 def make_executor(settings: Settings, store: Store, sandbox_base: str | None) -> Executor:
@@ -82,13 +94,20 @@ def make_executor(settings: Settings, store: Store, sandbox_base: str | None) ->
             return None
         return f"{sandbox_base.rstrip('/')}/{crm}"
 
+    policy = settings.network_policy()
+    if sandbox_base is not None:
+        # The embedded default calls its own sandboxes, over http on this host: allow exactly
+        # that address, nothing else on the machine.
+        parts = urlsplit(sandbox_base)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host = parts.hostname or "localhost"
+        policy = policy.with_hosts(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     return Executor(
         store,
+        policy=policy,
         secrets=env_or_sandbox_resolver(lambda crm: sandbox_credentials(home, crm)),
         sandbox_url=sandbox_url,
-        vault=Vault.load(
-            home, settings.secret_key.get_secret_value() if settings.secret_key else None
-        ),
+        vault=load_vault(settings),
         concurrency=settings.worker_concurrency,
         lease_seconds=settings.lease_seconds,
         poll_interval=settings.poll_interval,

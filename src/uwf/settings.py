@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from uwf.connectors import NetworkPolicy
+
 __all__ = ["Settings", "get_settings"]
 
 
@@ -78,11 +80,31 @@ class Settings(BaseSettings):
             raise ValueError("UWF_OIDC_ISSUER needs UWF_OIDC_AUDIENCE (the `aud` tokens carry)")
         return self
 
+    allowed_hosts: str = Field(
+        default="",
+        description="Comma list of internal hosts outbound calls may reach: `host`, "
+        "`host:port`, IP addresses, CIDR networks (everything else must be public https)",
+    )
+    allow_private_networks: bool = Field(
+        default=False,
+        description="Let connections reach private and loopback addresses (on-premises CRMs)",
+    )
+    secret_keys_old: SecretStr | None = Field(
+        default=None,
+        description="Comma list of retired keys that still decrypt until `uwf secrets rotate`",
+    )
+    vault_addr: str | None = Field(default=None, description="HashiCorp Vault address")
+    vault_token: SecretStr | None = Field(default=None, description="HashiCorp Vault token")
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return normalise_database_url(self.database_url)
         return f"sqlite+aiosqlite:///{(self.home / 'uwf.db').resolve()}"
+
+    def network_policy(self) -> NetworkPolicy:
+        """Where outbound calls may go (see `uwf.connectors.NetworkPolicy`)."""
+        return NetworkPolicy.parse(self.allowed_hosts, allow_private=self.allow_private_networks)
 
     @property
     def base_url(self) -> str:

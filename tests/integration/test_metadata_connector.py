@@ -120,6 +120,8 @@ async def helpdesk(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Helpdesk]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     monkeypatch.setenv("HELPDESK_URL", f"http://127.0.0.1:{port}")
+    # A CRM on this machine over http: the deployment must allow it explicitly.
+    monkeypatch.setenv("UWF_ALLOWED_HOSTS", f"127.0.0.1:{port}")
     monkeypatch.setenv("HELPDESK_KEY", KEY)
     yield service
     await runner.cleanup()

@@ -20,11 +20,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from uwf.auth import TokenManager, Vault, build_authenticator
-from uwf.connectors import ConnectorSpec
+from uwf.connectors import ConnectorSpec, NetworkPolicy
 from uwf.connectors.runtime import ConnectorRuntime, Target
 from uwf.errors import FatalError
 from uwf.metadata import ConnectionSpec
 from uwf.store import Store
+
+# The test servers listen on loopback over http: allowed here, as a deployment would.
+LOOPBACK = NetworkPolicy.parse("127.0.0.1")
 
 SPEC = ConnectorSpec.model_validate(
     {
@@ -138,7 +141,7 @@ class Process:
     """What one worker process has: its own runtime and token manager, a shared Pipe DB."""
 
     def __init__(self, store: Store, vault: Vault) -> None:
-        self.runtime = ConnectorRuntime()
+        self.runtime = ConnectorRuntime(LOOPBACK)
         self.tokens = TokenManager(store.tokens, vault, self.runtime.session_for)
 
     def target(self, oauth: OAuthServer, auth: dict[str, Any]) -> Target:

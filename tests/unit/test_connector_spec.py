@@ -26,7 +26,7 @@ from uwf.auth import (
     env_or_sandbox_resolver,
     redact,
 )
-from uwf.connectors import ConnectorSpec, OperationSpec, builtin_connectors
+from uwf.connectors import ConnectorSpec, NetworkPolicy, OperationSpec, builtin_connectors
 from uwf.connectors.runtime import ConnectorRuntime, Target, parse_retry_after
 from uwf.errors import (
     ExpressionError,
@@ -36,6 +36,9 @@ from uwf.errors import (
     UwfError,
 )
 from uwf.metadata import ConnectionSpec, SecretRef
+
+# The test servers listen on loopback over http: allowed here, as a deployment would.
+LOOPBACK = NetworkPolicy.parse("127.0.0.1")
 
 
 def zendesk_data() -> dict[str, Any]:
@@ -258,7 +261,7 @@ async def crm() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def runtime() -> AsyncIterator[ConnectorRuntime]:
-    rt = ConnectorRuntime()
+    rt = ConnectorRuntime(LOOPBACK)
     try:
         yield rt
     finally:

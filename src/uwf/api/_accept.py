@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonschema
 
+from uwf.auth import Vault, has_sensitive, redact, seal_sensitive, sensitive_values
 from uwf.errors import ConflictError, InputValidationError, NotFoundError
 from uwf.metadata import ConnectionSpec, MetadataBundle, WorkflowSpec, key_root
 from uwf.store import AuditEntry, Execution, Store
@@ -43,6 +44,7 @@ async def accept_action(
     idempotency_key: str | None = None,
     *,
     audit: AuditEntry | None = None,
+    vault: Vault | None = None,
 ) -> tuple[Execution, bool]:
     """Validate an action against the active metadata and persist it as a queued execution.
 
@@ -53,6 +55,8 @@ async def accept_action(
         NotFoundError: unknown tenant.
         InputValidationError: unknown workflow, or input that breaks its schema.
         ConflictError: the idempotency key was used with a different request.
+
+    Input properties the workflow marks sensitive are stored encrypted under `vault`.
     """
     version, _, _ = await validate_action(store, tenant, workflow_name, data)
     request_hash = None
@@ -61,6 +65,13 @@ async def accept_action(
             {"workflow": workflow_name, "input": data}, sort_keys=True, separators=(",", ":")
         )
         request_hash = hashlib.sha256(canonical.encode()).hexdigest()
+    if has_sensitive(workflow.input_schema):
+        if vault is None:
+            raise InputValidationError(
+                f"workflow '{workflow_name}' has sensitive input and this process has no "
+                "secret key to store it with"
+            )
+        data = seal_sensitive(data, workflow.input_schema, vault, tenant)
     return await store.create_execution(
         tenant=tenant,
         workflow=workflow_name,
@@ -102,8 +113,13 @@ def _validate_input(version: int, tenant: str, workflow: WorkflowSpec, data: Any
         _validators[key] = validator
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
+        # jsonschema quotes the offending value; a sensitive one must not come back.
+        hidden = sensitive_values(data, workflow.input_schema)
         listed = [
-            {"path": "/input" + "".join(f"/{p}" for p in e.absolute_path), "message": e.message}
+            {
+                "path": "/input" + "".join(f"/{p}" for p in e.absolute_path),
+                "message": redact(e.message, hidden),
+            }
             for e in errors
         ]
         detail = "; ".join(f"{e['path']}: {e['message']}" for e in listed)

@@ -144,6 +144,7 @@ async def submit_action(
         body.input,
         idempotency_key,
         audit=audit_entry(request, "action.accepted", tenant, workflow=body.workflow),
+        vault=service.vault,
     )
     if service.executor is not None and created:
         service.executor.wake()

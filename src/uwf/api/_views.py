@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from uwf.api._models import ExecutionSummary, ExecutionView, StepView
+from uwf.auth import mask_sensitive
 from uwf.metadata import key_root, step_at
 from uwf.store import Execution, StepRun, Store
 
@@ -57,11 +58,13 @@ async def execution_view(
         for run in nested.get(top_id, []):
             spec = step_at(bundle, workflow, run.step_id) if bundle and workflow else None
             steps.append(_step_view(run.step_id, spec.type if spec else "unknown", run))
+    # Sensitive input properties are stored sealed; shown, they are `***` under their key.
+    data = mask_sensitive(execution.input, workflow.input_schema) if workflow else execution.input
     return ExecutionView(
         **_summary_fields(execution),
         cancel_requested=execution.cancel_requested,
         replay_of=execution.replay_of,
-        input=execution.input,
+        input=data,
         output=execution.output,
         steps=steps,
         updated_at=execution.updated_at,

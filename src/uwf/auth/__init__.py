@@ -13,9 +13,18 @@ from uwf.auth._credentials import (
     redact,
 )
 from uwf.auth._oauth import Grant, Token, TokenManager
+from uwf.auth._sensitive import (
+    MASK,
+    has_sensitive,
+    mask_sensitive,
+    seal_sensitive,
+    sensitive_values,
+    unseal_sensitive,
+)
 from uwf.auth._vault import Vault, VaultError
 
 __all__ = [
+    "MASK",
     "REDACTED",
     "Authenticator",
     "Credentials",
@@ -30,5 +39,10 @@ __all__ = [
     "build_authenticator",
     "build_credentials",
     "env_or_sandbox_resolver",
+    "has_sensitive",
+    "mask_sensitive",
     "redact",
+    "seal_sensitive",
+    "sensitive_values",
+    "unseal_sensitive",
 ]

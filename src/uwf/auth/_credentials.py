@@ -18,6 +18,7 @@ from uwf.connectors import ConnectorSpec
 from uwf.errors import FatalError
 from uwf.mapping import compile_value
 from uwf.metadata import OAUTH2_TYPES, ConnectionSpec, SecretRef
+from uwf.observability import REDACTED, remember_secrets, scrub
 
 __all__ = [
     "REDACTED",
@@ -28,22 +29,6 @@ __all__ = [
     "redact",
 ]
 
-REDACTED = "[REDACTED]"
-_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
-_SECRET_KEYS = frozenset(
-    {
-        "password",
-        "token",
-        "access_token",
-        "refresh_token",
-        "api_key",
-        "apikey",
-        "secret",
-        "client_secret",
-        "api_token",
-        "authorization",
-    }
-)
 
 SecretResolver = Callable[[SecretRef], str]
 """Returns the secret a reference points to, or raises `FatalError` saying why it cannot."""
@@ -186,7 +171,10 @@ def _resolved_fields(auth: Any, resolve: SecretResolver) -> dict[str, Any]:
         if name == "type":
             continue
         value = getattr(auth, name)
-        fields[name] = resolve(value) if isinstance(value, SecretRef) else value
+        if isinstance(value, SecretRef):
+            value = resolve(value)
+            remember_secrets([value])
+        fields[name] = value
     return fields
 
 
@@ -208,28 +196,19 @@ def build_credentials(
         if not template.header:
             raise FatalError(f"connector '{connector.id}': auth '{auth.type}' names no header")
         value = str(compile_value(template.value or "").evaluate(fields))
+        remember_secrets([*secrets, value])
         return Credentials({template.header: value}, tuple(s for s in [*secrets, value] if s))
     else:
         header = "Bearer " + str(compile_value(template.token or "").evaluate(fields))
     secrets.append(header)
+    remember_secrets(secrets)
     return Credentials({"Authorization": header}, tuple(s for s in secrets if s))
 
 
-_SECRET_NAMES = _SECRET_KEYS | _SECRET_HEADERS
-
-
 def redact(value: Any, secrets: tuple[str, ...] = ()) -> Any:
-    """A copy of `value` (JSON-like) with secrets replaced by `[REDACTED]`."""
-    if isinstance(value, dict):
-        return {
-            k: REDACTED if isinstance(k, str) and k.lower() in _SECRET_NAMES else redact(v, secrets)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v, secrets) for v in value]
-    if isinstance(value, str):
-        for secret in secrets:
-            if secret and secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
-    return value
+    """A copy of `value` (JSON-like) with secrets replaced by `[REDACTED]`.
+
+    Secret-named keys (`Authorization`, `password`, …), the given `secrets` and every secret
+    this process has resolved (`uwf.observability.remember_secrets`) are removed.
+    """
+    return scrub(value, secrets)

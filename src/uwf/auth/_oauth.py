@@ -29,6 +29,7 @@ import jwt
 
 from uwf.auth._vault import Vault
 from uwf.errors import FatalError, RetryableError
+from uwf.observability import remember_secrets
 from uwf.store import TokenRepo, TokenRow, utcnow
 
 __all__ = ["Grant", "Token", "TokenManager"]
@@ -130,7 +131,9 @@ class Token:
     def unseal(cls, vault: Vault, key: str, ciphertext: str) -> Token:
         data = json.loads(vault.decrypt(ciphertext, key))
         data["expires_at"] = datetime.fromisoformat(data["expires_at"])
-        return cls(**data)
+        token = cls(**data)
+        remember_secrets([token.access_token, token.refresh_token])
+        return token
 
 
 class TokenManager:
@@ -219,6 +222,7 @@ class TokenManager:
             ) from None
         body = _json(text)
         if status == 200 and isinstance(body, dict) and body.get("access_token"):
+            remember_secrets([str(body["access_token"]), body.get("refresh_token")])
             ttl = _seconds(body.get("expires_in"), grant.default_ttl_seconds)
             extra = {k: body[k] for k in ("instance_url", "scope", "token_type") if k in body}
             return Token(

@@ -53,17 +53,33 @@ class Vault:
         self.key_id = _key_id(self.current)
 
     @classmethod
-    def load(cls, home: Path, secret_key: str | None = None) -> Vault:
-        """The key from `UWF_SECRET_KEY` if given, else `home/secret.key` (created if absent)."""
+    def load(cls, home: Path, secret_key: str | None = None, old_keys: str | None = None) -> Vault:
+        """The key from `UWF_SECRET_KEY` if given, else `home/secret.key` (created if absent).
+
+        Retired keys, which still decrypt until `uwf secrets rotate` has re-encrypted what
+        they made, come from `old_keys` (`UWF_SECRET_KEYS_OLD`, comma-separated) and from
+        `home/secret.keys.old` (one a line), if present.
+        """
+        older = [_decode_key(k) for k in (old_keys or "").split(",") if k.strip()]
+        old_file = home / "secret.keys.old"
+        if old_file.exists():
+            older += [_decode_key(k) for k in old_file.read_text().splitlines() if k.strip()]
         if secret_key:
-            return cls(_decode_key(secret_key))
+            return cls(_decode_key(secret_key), older)
         path = home / "secret.key"
         if not path.exists():
             home.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as out:
                 out.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode() + "\n")
-        return cls(_decode_key(path.read_text()))
+        return cls(_decode_key(path.read_text()), older)
+
+    def key_of(self, token: str) -> str:
+        """The id of the key that made a ciphertext."""
+        return token.split(":", 2)[1] if token.count(":") >= 2 else "?"
+
+    def is_current(self, token: str) -> bool:
+        return self.key_of(token) == self.key_id
 
     def encrypt(self, plaintext: bytes, context: str) -> str:
         """`context` (e.g. the connection key) is bound in: a ciphertext moved elsewhere fails."""

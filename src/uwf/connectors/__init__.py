@@ -9,6 +9,13 @@ from uwf.connectors._describe import (
 )
 from uwf.connectors._reference import reference_markdown
 from uwf.connectors._registry import builtin_connectors
+from uwf.connectors._ssrf import (
+    GuardedResolver,
+    NetworkPolicy,
+    OutboundRefusedError,
+    forbidden_reason,
+    literal_ip,
+)
 from uwf.connectors.spec import (
     OPERATIONS,
     ChoicesSpec,
@@ -34,16 +41,21 @@ __all__ = [
     "FieldInfo",
     "FieldSpec",
     "FieldType",
+    "GuardedResolver",
     "LimitsSpec",
+    "NetworkPolicy",
     "ObjectDescription",
     "ObjectSpec",
     "OperationName",
     "OperationSpec",
+    "OutboundRefusedError",
     "PicklistOption",
     "RateLimitHeadersSpec",
     "VerifySpec",
     "builtin_connectors",
     "describe_object",
+    "forbidden_reason",
+    "literal_ip",
     "native_base",
     "reference_markdown",
 ]

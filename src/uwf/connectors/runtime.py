@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from uwf.auth import Authenticator, redact
+from uwf.connectors._ssrf import GuardedResolver, NetworkPolicy, OutboundRefusedError
 from uwf.connectors.spec import ConnectorSpec, OperationSpec, VerifySpec
 from uwf.errors import (
     ConnectorError,
@@ -94,10 +95,16 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class ConnectorRuntime:
-    """Executes operations; owns the outbound HTTP sessions. Close it when done."""
+    """Executes operations; owns the outbound HTTP sessions. Close it when done.
 
-    def __init__(self) -> None:
+    Every outbound connection passes the network `policy` (`uwf.connectors.NetworkPolicy`):
+    the URL before the request, each resolved address at connect time. Redirects are never
+    followed: a CRM that answers 3xx gets the answer recorded, not a second request.
+    """
+
+    def __init__(self, policy: NetworkPolicy | None = None) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self.policy = policy if policy is not None else NetworkPolicy()
 
     async def close(self) -> None:
         sessions, self._sessions = self._sessions, {}
@@ -105,13 +112,20 @@ class ConnectorRuntime:
             await session.close()
 
     def session_for(self, url: str) -> aiohttp.ClientSession:
-        """The shared session for `url`'s host (also used for token requests)."""
+        """The shared session for `url`'s host (also used for token requests).
+
+        Raises `OutboundRefusedError` when the policy forbids `url` (scheme, literal address).
+        """
+        self.policy.check_url(url)
         parts = urlsplit(url)
         key = f"{parts.scheme}://{parts.netloc}"
         session = self._sessions.get(key)
         if session is None or session.closed:
             session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
+                # No DNS cache of aiohttp's own: every connect resolves through the guard.
+                connector=aiohttp.TCPConnector(
+                    limit=100, use_dns_cache=False, resolver=GuardedResolver(self.policy)
+                ),
                 raise_for_status=False,
             )
             self._sessions[key] = session
@@ -265,7 +279,8 @@ class ConnectorRuntime:
         started = time.perf_counter()
         connection = target.connection
         try:
-            async with self.session_for(url).request(
+            session = self.session_for(url)
+            async with session.request(
                 method,
                 url,
                 params=query or None,
@@ -278,6 +293,10 @@ class ConnectorRuntime:
                 status = resp.status
                 reason = resp.reason or ""
                 resp_headers = resp.headers
+        except OutboundRefusedError as exc:
+            raise OutboundRefusedError(
+                exc.message, request=request_record, connection=connection
+            ) from None
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise RetryableError(
                 f"could not connect to {target.connection}: {_describe(exc)}",

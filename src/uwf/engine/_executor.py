@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from uwf.auth import SecretResolver, TokenManager, Vault
+from uwf.connectors import NetworkPolicy
 from uwf.connectors.runtime import ConnectorRuntime
 from uwf.engine._interpreter import Interpreter
 from uwf.engine._probe import probe_connection
@@ -57,6 +58,7 @@ class Executor:
         secrets: SecretResolver,
         sandbox_url: Callable[[str], str | None],
         vault: Vault | None = None,
+        policy: NetworkPolicy | None = None,
         concurrency: int = 16,
         lease_seconds: float = 30.0,
         poll_interval: float = 0.5,
@@ -64,12 +66,14 @@ class Executor:
     ) -> None:
         self.store = store
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[-8:]}"
-        self.runtime = ConnectorRuntime()
+        self.runtime = ConnectorRuntime(policy)
         self.tokens = TokenManager(store.tokens, vault, self.runtime.session_for) if vault else None
         self.targets = TargetResolver(secrets, sandbox_url, self.tokens)
         # Budgets hold across processes when their state is shared (Redis or PostgreSQL).
         self.governor = governor or Governor(open_state(None, store.engine))
-        self._interpreter = Interpreter(store, self.runtime, self.targets, self.governor)
+        self._interpreter = Interpreter(
+            store, self.runtime, self.targets, self.governor, vault=vault
+        )
         self._concurrency = concurrency
         self._lease_seconds = lease_seconds
         self._poll_interval = poll_interval

@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from uwf.auth import redact
+from uwf.auth import Vault, VaultError, has_sensitive, redact, sensitive_values, unseal_sensitive
 from uwf.connectors import OperationSpec
 from uwf.connectors.runtime import ConnectorRuntime, Target
 from uwf.engine._flow import Outcome, Walk, compiled_expression, compiled_value
@@ -47,8 +48,12 @@ class Interpreter:
         runtime: ConnectorRuntime,
         targets: TargetResolver,
         governor: Governor | None = None,
+        vault: Vault | None = None,
     ) -> None:
         self._store = store
+        self._vault = vault
+        # Per execution being run: the literal sensitive input values to keep out of records.
+        self._hidden: dict[str, tuple[str, ...]] = {}
         self._runtime = runtime
         self._targets = targets
         self._governor = governor or Governor(LocalState())
@@ -62,12 +67,40 @@ class Interpreter:
         self._runs: dict[str, dict[str, StepRun]] = {}
         self.finished: dict[str, tuple[Execution, list[StepRun]]] = {}
 
+    def _hide(self, execution_id: str, value: Any) -> Any:
+        """`value` as the Pipe DB may keep it: no secret, no sensitive input value."""
+        return redact(value, self._hidden.get(execution_id, ()))
+
+    def _hidden_runs(self, execution_id: str, runs: list[StepRun]) -> list[StepRun]:
+        for run in runs:
+            run.request = self._hide(execution_id, run.request)
+            run.response = self._hide(execution_id, run.response)
+            run.error = self._hide(execution_id, run.error)
+            run.output = self._hide(execution_id, run.output)
+        return runs
+
     async def _save(self, execution_id: str, owner: str, run: StepRun) -> None:
         """Write the ledger entry; note a cancellation someone asked for meanwhile."""
         runs = [r for r in self._pending.pop(execution_id, []) if r is not run] + [run]
         self._runs.setdefault(execution_id, {})[run.step_id] = run
-        if await self._store.save_step(execution_id, owner, *runs):
+        if await self._store.save_step(execution_id, owner, *self._hidden_runs(execution_id, runs)):
             self._cancel_requested.add(execution_id)
+
+    async def _reschedule(
+        self,
+        execution_id: str,
+        owner: str,
+        due_at: datetime,
+        error: dict[str, Any] | None,
+        runs: list[StepRun] | None = None,
+    ) -> None:
+        await self._store.reschedule(
+            execution_id,
+            owner,
+            due_at,
+            self._hide(execution_id, error),
+            self._hidden_runs(execution_id, runs or []),
+        )
 
     def _unsaved_results(self, execution_id: str) -> bool:
         """Whether a step's result waits to be written (skipped steps do not count)."""
@@ -91,9 +124,9 @@ class Interpreter:
                 execution.id,
                 owner,
                 outcome.status,
-                output=outcome.output,
-                error=outcome.error,
-                runs=self._pending.pop(execution.id, []),
+                output=self._hide(execution.id, outcome.output),
+                error=self._hide(execution.id, outcome.error),
+                runs=self._hidden_runs(execution.id, self._pending.pop(execution.id, [])),
             )
             runs = sorted(self._runs.get(execution.id, {}).values(), key=lambda r: r.position)
             self.finished[execution.id] = (final, runs)
@@ -102,6 +135,7 @@ class Interpreter:
             self._cancel_requested.discard(execution.id)
             self._pending.pop(execution.id, None)
             self._runs.pop(execution.id, None)
+            self._hidden.pop(execution.id, None)
 
     async def _advance(self, execution: Execution, owner: str) -> Outcome:
         bundle = await self._store.metadata(execution.metadata_version)
@@ -119,6 +153,23 @@ class Interpreter:
         fresh = execution.claims <= 1 and execution.replay_of is None
         ledger = {} if fresh else {r.step_id: r for r in await self._store.step_runs(execution.id)}
         self._runs[execution.id] = dict(ledger)
+        if has_sensitive(workflow.input_schema):
+            # Sealed in the Pipe DB; in clear only here, in memory, for the steps that need it.
+            if self._vault is None:
+                return Outcome(
+                    "failed",
+                    error={"type": "input", "message": "sensitive input needs the secret key"},
+                )
+            try:
+                data = unseal_sensitive(
+                    execution.input, workflow.input_schema, self._vault, execution.tenant
+                )
+            except VaultError as exc:
+                return Outcome(
+                    "failed", error={"type": "input", "message": f"sensitive input: {exc}"}
+                )
+            self._hidden[execution.id] = sensitive_values(data, workflow.input_schema)
+            execution = replace(execution, input=data)
         return await Walk(self, execution, owner, bundle, ledger).workflow(workflow)
 
     async def _step(
@@ -165,7 +216,7 @@ class Interpreter:
         connection = bundle.connections[conn_name]
         operation_name = STEP_OPERATION[step.type]
         try:
-            target = self._targets.resolve(execution.metadata_version, bundle, connection)
+            target = await self._targets.resolve(execution.metadata_version, bundle, connection)
             if step.timeout_seconds is not None:
                 target = dataclasses.replace(target, timeout_seconds=step.timeout_seconds)
             operation = target.spec.operation(step.object, operation_name)
@@ -221,7 +272,7 @@ class Interpreter:
         admission = await self._governor.admit(conn_name, limits)
         if admission.wait > 0:
             # The connection's budget says not now: come back then, without using an attempt.
-            await self._store.reschedule(
+            await self._reschedule(
                 execution.id,
                 owner,
                 utcnow() + timedelta(seconds=admission.wait),
@@ -294,7 +345,7 @@ class Interpreter:
             run.status = "retrying"
             await self._save(execution.id, owner, run)
             delay = _backoff(retry, run.attempts, exc.retry_after)
-            await self._store.reschedule(
+            await self._reschedule(
                 execution.id,
                 owner,
                 utcnow() + timedelta(seconds=delay),
@@ -312,7 +363,7 @@ class Interpreter:
             await self._save(execution.id, owner, run)
             if operation.verify is not None and run.attempts < retry.max_attempts:
                 delay = _backoff(retry, run.attempts, None)
-                await self._store.reschedule(
+                await self._reschedule(
                     execution.id,
                     owner,
                     utcnow() + timedelta(seconds=delay),
@@ -383,7 +434,7 @@ class Interpreter:
                     },
                 )
             await self._save(execution.id, owner, run)
-            await self._store.reschedule(
+            await self._reschedule(
                 execution.id,
                 owner,
                 utcnow() + timedelta(seconds=_backoff(RetrySpec(), checks, exc.retry_after)),

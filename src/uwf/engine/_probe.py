@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from uwf.connectors import OutboundRefusedError
 from uwf.connectors.runtime import ConnectorRuntime
 from uwf.engine._targets import TargetResolver
 from uwf.errors import ConnectorError, FatalError, RetryableError, UwfError
@@ -70,6 +71,8 @@ def _budget(
 
 
 def _plain(exc: UwfError) -> str:
+    if isinstance(exc, OutboundRefusedError):
+        return f"UWF will not connect there (outbound network guard): {exc.message}"
     status = getattr(exc, "status", None)
     if status in (401, 403):
         return f"the CRM refused the credentials ({status}): {exc.message}"

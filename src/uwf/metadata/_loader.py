@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from uwf.connectors import ConnectorSpec, builtin_connectors
+from uwf.connectors import ConnectorSpec, NetworkPolicy, builtin_connectors
 from uwf.errors import ExpressionError, MetadataError
 from uwf.mapping import compile_expression
 from uwf.metadata._bundle import MetadataBundle, _name
@@ -314,6 +315,7 @@ def check_bundle(bundle: MetadataBundle, origin_of: Any = lambda doc: None) -> l
         bare = _INTERPOLATION.sub("http://x", conn.base_url)
         if not bare.startswith(("http://", "https://")):
             report(conn, ("base_url",), "base_url must be an http(s) URL")
+        _check_outbound(conn, report)
 
     for vmap in (d for d in bundle.documents if isinstance(d, ValueMapSpec)):
         if vmap.tenant is not None and vmap.tenant not in bundle.tenants:
@@ -364,6 +366,26 @@ def _check_connection_fields(conn: ConnectionSpec, connector: ConnectorSpec, rep
                         compile_expression(spec.read)
                     except ExpressionError as exc:
                         report(conn, (key, obj_name, name, "read"), exc.message)
+
+
+def _check_outbound(conn: ConnectionSpec, report: Any) -> None:
+    """The static half of the SSRF guard: scheme and literal addresses, where no `${…}` hides
+    them; the connector runtime checks every resolved address again at connect time."""
+    policy = outbound_policy()
+    urls = [("base_url", conn.base_url), ("token_url", getattr(conn.auth, "token_url", None))]
+    for field, url in urls:
+        if not url or _INTERPOLATION.search(url.split("/", 3)[2] if "//" in url else url):
+            continue
+        problem = policy.url_problem(url)
+        if problem is not None:
+            path = (field,) if field == "base_url" else ("auth", field)
+            report(conn, path, problem, "list the host in UWF_ALLOWED_HOSTS if it is intended")
+
+
+def outbound_policy() -> NetworkPolicy:
+    """The deployment's network policy, as `uwf serve` would apply it (UWF_ALLOWED_HOSTS…)."""
+    allow_private = os.environ.get("UWF_ALLOW_PRIVATE_NETWORKS", "").lower() in ("1", "true", "yes")
+    return NetworkPolicy.parse(os.environ.get("UWF_ALLOWED_HOSTS", ""), allow_private=allow_private)
 
 
 def _check_triggers(bundle: MetadataBundle, report: Any) -> None:
