@@ -44,7 +44,7 @@ async def describe_connection(settings: Settings, name: str, obj: str) -> Object
         version, connection = await find_connection(service.store, name)
         bundle = await service.store.metadata(version)
         assert bundle is not None
-        target = executor.targets.resolve(version, bundle, connection)
+        target = await executor.targets.resolve(version, bundle, connection)
         return await describe_object(executor.runtime, target, obj)
 
 
@@ -66,7 +66,7 @@ async def check_metadata(
         targets = executor.targets.fresh()
 
         async def describe(connection: ConnectionSpec, obj: str) -> ObjectDescription:
-            target = targets.resolve(version, checked, connection)
+            target = await targets.resolve(version, checked, connection)
             return await describe_object(executor.runtime, target, obj)
 
         locate = document_lines(directory) if directory is not None else None

@@ -14,6 +14,7 @@ import yaml
 from rich.console import Console
 
 from uwf._cli_admin import audit_command, cli_actor, keys_app
+from uwf._cli_secrets import secrets_app
 from uwf.errors import UwfError
 from uwf.metadata import MetadataBundle
 from uwf.settings import Settings
@@ -33,6 +34,7 @@ app.add_typer(connections_app, name="connections")
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(keys_app, name="keys")
 app.command("audit")(audit_command)
+app.add_typer(secrets_app, name="secrets")
 
 err = Console(stderr=True)
 T = TypeVar("T")

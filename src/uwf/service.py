@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from uwf.auth import Vault, env_or_sandbox_resolver
+from uwf.auth import Vault, VaultKvClient, env_or_sandbox_resolver
 from uwf.engine import Executor
 from uwf.governor import Governor, open_state
 from uwf.metadata import load_directory
@@ -86,6 +86,14 @@ def load_vault(settings: Settings) -> Vault:
     )
 
 
+def vault_kv_client(settings: Settings) -> VaultKvClient | None:
+    """A HashiCorp Vault client when `UWF_VAULT_ADDR` is set (its token: `UWF_VAULT_TOKEN`)."""
+    if not settings.vault_addr:
+        return None
+    token = settings.vault_token.get_secret_value() if settings.vault_token else ""
+    return VaultKvClient(settings.vault_addr, token)
+
+
 def make_executor(settings: Settings, store: Store, sandbox_base: str | None) -> Executor:
     home = settings.home
 
@@ -108,6 +116,7 @@ def make_executor(settings: Settings, store: Store, sandbox_base: str | None) ->
         secrets=env_or_sandbox_resolver(lambda crm: sandbox_credentials(home, crm)),
         sandbox_url=sandbox_url,
         vault=load_vault(settings),
+        kv=vault_kv_client(settings),
         concurrency=settings.worker_concurrency,
         lease_seconds=settings.lease_seconds,
         poll_interval=settings.poll_interval,

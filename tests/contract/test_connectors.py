@@ -111,14 +111,14 @@ async def tenant(sandbox: RunningSandbox, tmp_path: Path) -> AsyncIterator[Tenan
 
 async def _read_case(tenant: Tenant, executor: Any, case_id: Any) -> dict[str, Any]:
     connection = tenant.bundle.connections[tenant.connection]
-    target = executor.targets.resolve(tenant.version, tenant.bundle, connection)
+    target = await executor.targets.resolve(tenant.version, tenant.bundle, connection)
     operation = target.spec.operation("case", "get")
     assert operation is not None, f"{tenant.crm}: no get on case"
     fresh = make_executor(
         Settings(home=tenant.sandbox.home), tenant.store, tenant.sandbox.url.rsplit("/", 1)[0]
     )
     try:
-        target = fresh.targets.resolve(tenant.version, tenant.bundle, connection)
+        target = await fresh.targets.resolve(tenant.version, tenant.bundle, connection)
         result = await fresh.runtime.call(target, operation, {"record_id": case_id})
     finally:
         await fresh.runtime.close()
@@ -174,7 +174,7 @@ async def test_a_lost_note_response_leaves_exactly_one_note(tenant: Tenant) -> N
         Settings(home=tenant.sandbox.home), tenant.store, tenant.sandbox.url.rsplit("/", 1)[0]
     )
     try:
-        target = fresh.targets.resolve(tenant.version, tenant.bundle, connection)
+        target = await fresh.targets.resolve(tenant.version, tenant.bundle, connection)
         operation = target.spec.operation("case", "add_comment")
         assert operation is not None
         assert operation.verify is not None

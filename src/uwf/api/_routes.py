@@ -369,12 +369,12 @@ async def describe_connection(
     assert bundle is not None
     if service.executor is not None:
         executor = service.executor
-        target = executor.targets.resolve(version, bundle, connection)
+        target = await executor.targets.resolve(version, bundle, connection)
         description = await describe_object(executor.runtime, target, object_)
     else:
         executor = make_executor(service.settings, service.store, service.sandbox_base)
         try:
-            target = executor.targets.resolve(version, bundle, connection)
+            target = await executor.targets.resolve(version, bundle, connection)
             description = await describe_object(executor.runtime, target, object_)
         finally:
             await executor.runtime.close()

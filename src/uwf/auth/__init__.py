@@ -21,7 +21,15 @@ from uwf.auth._sensitive import (
     sensitive_values,
     unseal_sensitive,
 )
+from uwf.auth._stored import (
+    RotationReport,
+    SecretSources,
+    open_secret,
+    rotate_keys,
+    seal_secret,
+)
 from uwf.auth._vault import Vault, VaultError
+from uwf.auth._vault_kv import VaultKvClient
 
 __all__ = [
     "MASK",
@@ -30,18 +38,24 @@ __all__ = [
     "Credentials",
     "Grant",
     "OAuthAuth",
+    "RotationReport",
     "SecretResolver",
+    "SecretSources",
     "StaticAuth",
     "Token",
     "TokenManager",
     "Vault",
     "VaultError",
+    "VaultKvClient",
     "build_authenticator",
     "build_credentials",
     "env_or_sandbox_resolver",
     "has_sensitive",
     "mask_sensitive",
+    "open_secret",
     "redact",
+    "rotate_keys",
+    "seal_secret",
     "seal_sensitive",
     "sensitive_values",
     "unseal_sensitive",

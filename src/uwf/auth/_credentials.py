@@ -43,8 +43,8 @@ def env_or_sandbox_resolver(sandbox_credentials: Callable[[str], dict[str, str]]
             if not value:
                 raise FatalError(f"environment variable {ref.env} is not set")
             return value
-        assert ref.sandbox is not None
-        assert ref.field is not None
+        if ref.sandbox is None or ref.field is None:
+            raise FatalError(f"{ref.describe()} cannot be read here (no Pipe DB or Vault)")
         creds = sandbox_credentials(ref.sandbox)
         if ref.field not in creds:
             raise FatalError(

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from uwf.auth import SecretResolver, TokenManager, Vault
+from uwf.auth import SecretResolver, SecretSources, TokenManager, Vault, VaultKvClient
 from uwf.connectors import NetworkPolicy
 from uwf.connectors.runtime import ConnectorRuntime
 from uwf.engine._interpreter import Interpreter
@@ -59,6 +59,7 @@ class Executor:
         sandbox_url: Callable[[str], str | None],
         vault: Vault | None = None,
         policy: NetworkPolicy | None = None,
+        kv: VaultKvClient | None = None,
         concurrency: int = 16,
         lease_seconds: float = 30.0,
         poll_interval: float = 0.5,
@@ -68,7 +69,8 @@ class Executor:
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[-8:]}"
         self.runtime = ConnectorRuntime(policy)
         self.tokens = TokenManager(store.tokens, vault, self.runtime.session_for) if vault else None
-        self.targets = TargetResolver(secrets, sandbox_url, self.tokens)
+        self.sources = SecretSources(secrets, secrets=store.secrets, vault=vault, kv=kv)
+        self.targets = TargetResolver(secrets, sandbox_url, self.tokens, self.sources)
         # Budgets hold across processes when their state is shared (Redis or PostgreSQL).
         self.governor = governor or Governor(open_state(None, store.engine))
         self._interpreter = Interpreter(
@@ -118,6 +120,7 @@ class Executor:
             log.info("released unfinished executions", count=len(unfinished))
         await self.runtime.close()
         await self.governor.close()
+        await self.sources.close()
         log.info("worker stopped", owner=self.owner)
 
     async def probe(self, version: int, connection: ConnectionSpec) -> dict[str, Any]:

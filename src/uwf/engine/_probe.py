@@ -34,7 +34,7 @@ async def probe_connection(
     }
     started = time.perf_counter()
     try:
-        target = targets.resolve(version, bundle, connection)
+        target = await targets.resolve(version, bundle, connection)
         report["base_url"] = target.base_url
         health = target.spec.health
         if health is None:

@@ -72,21 +72,51 @@ class SecretRef(_Doc):
     """Where a secret comes from. Secrets are never written in metadata itself.
 
     Example:
-        `{env: ACME_ZENDESK_TOKEN}` or, for the built-in sandboxes, `{sandbox: zendesk,
-        field: api_token}`.
+        `{env: ACME_ZENDESK_TOKEN}`; `{stored: zendesk_token}` (set with `uwf secrets set`,
+        kept encrypted per tenant); `{vault: secret/data/acme/zendesk, field: token}`
+        (HashiCorp Vault KV v2); for the built-in sandboxes `{sandbox: zendesk, field:
+        api_token}`.
     """
 
     env: str | None = Field(default=None, description="Name of an environment variable")
     sandbox: str | None = Field(default=None, description="A built-in sandbox's dev credentials")
-    field: str | None = Field(default=None, description="With `sandbox`: which credential")
+    stored: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        description="A secret stored encrypted for the connection's tenant (`uwf secrets set`)",
+    )
+    vault: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$",
+        description="A HashiCorp Vault KV v2 API path, e.g. `secret/data/acme/zendesk`",
+    )
+    field: str | None = Field(
+        default=None, description="With `sandbox` or `vault`: which credential / key"
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretRef:
-        if (self.env is None) == (self.sandbox is None):
-            raise ValueError("give exactly one of `env` or `sandbox`")
-        if self.sandbox is not None and self.field is None:
-            raise ValueError("`sandbox` needs `field` (e.g. api_token)")
+        given = [s for s in (self.env, self.sandbox, self.stored, self.vault) if s is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of `env`, `stored`, `vault` or `sandbox`")
+        if (self.sandbox is not None or self.vault is not None) and self.field is None:
+            raise ValueError("`sandbox` and `vault` need `field` (e.g. api_token)")
         return self
+
+    @property
+    def dynamic(self) -> bool:
+        """Looked up at run time in the Pipe DB or Vault (and so may change)."""
+        return self.stored is not None or self.vault is not None
+
+    def describe(self) -> str:
+        """Where the secret lives, without it: for error messages."""
+        if self.stored is not None:
+            return f"stored secret '{self.stored}'"
+        if self.vault is not None:
+            return f"Vault secret {self.vault} (field '{self.field}')"
+        if self.env is not None:
+            return f"environment variable {self.env}"
+        return f"sandbox '{self.sandbox}' credential '{self.field}'"
 
 
 class ApiTokenAuth(_Doc):

@@ -5,6 +5,7 @@ from uwf.store._audit import AUDIT_ACTIONS, AuditEntry, AuditRecord, AuditRepo
 from uwf.store._db import create_engine, new_id, upgrade, utcnow
 from uwf.store._keys import KEY_PREFIX, SCOPES, ApiKey, KeyRepo, hash_key
 from uwf.store._repo import Execution, LeaseLostError, StepRun, Store
+from uwf.store._secrets import SecretRepo, StoredSecret
 from uwf.store._tables import (
     EXECUTION_STATUSES,
     FINAL_STATUSES,
@@ -29,8 +30,10 @@ __all__ = [
     "KeyRepo",
     "LeaseLostError",
     "LockedToken",
+    "SecretRepo",
     "StepRun",
     "Store",
+    "StoredSecret",
     "TokenRepo",
     "TokenRow",
     "create_engine",

@@ -17,6 +17,7 @@ from uwf.metadata import MetadataBundle
 from uwf.store._audit import AuditEntry, AuditRepo
 from uwf.store._db import create_engine, new_id, upgrade, utcnow
 from uwf.store._keys import KeyRepo
+from uwf.store._secrets import SecretRepo
 from uwf.store._tables import (
     FINAL_STATUSES,
     executions,
@@ -177,6 +178,7 @@ class Store:
         self.tokens = TokenRepo(engine)
         self.keys = KeyRepo(engine)
         self.audit = AuditRepo(engine)
+        self.secrets = SecretRepo(engine)
         self._bundles: dict[int, MetadataBundle] = {}
 
     @classmethod

@@ -24,6 +24,7 @@ __all__ = [
     "meta",
     "metadata_versions",
     "step_runs",
+    "stored_secrets",
 ]
 
 EXECUTION_STATUSES = ("queued", "running", "succeeded", "failed", "dead", "cancelled")
@@ -226,4 +227,18 @@ audit_log = sa.Table(
     sa.Column("details", JSONType),
     sa.Index(None, "tenant", "id"),
     sa.Index(None, "action", "id"),
+)
+
+# CRM secrets kept by UWF itself (`uwf secrets set`), per tenant, AES-256-GCM encrypted
+# (uwf.auth.Vault). `key_id` repeats the id inside the ciphertext so listings and rotation
+# can tell which key made it without decrypting.
+stored_secrets = sa.Table(
+    "stored_secrets",
+    meta,
+    sa.Column("tenant", sa.String(63), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("ciphertext", sa.Text, nullable=False),
+    sa.Column("key_id", sa.String(32), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
 )
