@@ -178,14 +178,16 @@ class NetworkPolicy:
         ip = literal_ip(host)
         # Listed by name, or a literal address inside a listed network: trusted, http too.
         listed = self.host_allowed(host, port) or (ip is not None and self.address_allowed(ip))
-        if scheme == "http" and not (listed or self.allow_http):
-            return (
+        # The address first: it is the graver problem, and https would not cure it.
+        problem = (
+            self.address_problem(_origin(parts), ip) if ip is not None and not listed else None
+        )
+        if problem is None and scheme == "http" and not (listed or self.allow_http):
+            problem = (
                 f"refused to connect to {_origin(parts)}: plain http is not allowed "
                 "(use https, or list the host in UWF_ALLOWED_HOSTS)"
             )
-        if ip is not None and not listed:
-            return self.address_problem(_origin(parts), ip)
-        return None
+        return problem
 
     def address_problem(self, what: str, ip: IPAddress) -> str | None:
         if self.allow_private or self.address_allowed(ip):
