@@ -185,7 +185,7 @@ def secrets_rotate() -> None:
 
     settings = Settings()
 
-    async def go() -> tuple[str, int, int, int, tuple[str, ...]]:
+    async def go() -> tuple[str, int, int, int, int, tuple[str, ...]]:
         vault = load_vault(settings)
         store = await Store.open(settings.resolved_database_url)
         try:
@@ -201,18 +201,26 @@ def secrets_rotate() -> None:
                         "key_id": report.key_id,
                         "secrets": report.secrets,
                         "tokens": report.tokens,
+                        "inputs": report.inputs,
                         "failed": len(report.failed),
                     },
                 )
             )
-            return report.key_id, report.secrets, report.tokens, report.unchanged, report.failed
+            return (
+                report.key_id,
+                report.secrets,
+                report.tokens,
+                report.inputs,
+                report.unchanged,
+                report.failed,
+            )
         finally:
             await store.close()
 
-    key_id, secrets, tokens, unchanged, failed = _run(go)
+    key_id, secrets, tokens, inputs, unchanged, failed = _run(go)
     sys.stdout.write(
-        f"re-encrypted {secrets} stored secret(s) and {tokens} OAuth token(s) under key "
-        f"{key_id}; {unchanged} already used it\n"
+        f"re-encrypted {secrets} stored secret(s), {tokens} OAuth token(s) and the sensitive "
+        f"input of {inputs} execution(s) under key {key_id}; {unchanged} already used it\n"
     )
     for problem in failed:
         err.print(f"[red]could not re-encrypt[/red] {problem}", highlight=False)

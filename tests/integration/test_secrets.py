@@ -25,7 +25,16 @@ from aiohttp import web
 from tests.conftest import ACME_EXAMPLES
 from tests.engine_harness import EngineHarness
 from tests.sandbox_server import RunningSandbox, serve_sandbox
-from uwf.auth import Token, Vault, VaultError, open_secret, rotate_keys, seal_secret
+from uwf.auth import (
+    Token,
+    Vault,
+    VaultError,
+    open_secret,
+    rotate_keys,
+    seal_secret,
+    seal_sensitive,
+    unseal_sensitive,
+)
 from uwf.metadata import load_directory
 from uwf.settings import Settings
 from uwf.store import Store, utcnow
@@ -95,12 +104,18 @@ async def test_a_stored_secret_authenticates_and_survives_key_rotation(
         store, sandbox, Settings(home=sandbox.home, secret_key=old_key), metadata
     )
     assert status == "succeeded", error
+    # A sensitive input value sealed under the old key (e.g. a failed execution to replay).
+    schema = {"type": "object", "properties": {"ssn": {"type": "string", "writeOnly": True}}}
+    sealed = seal_sensitive({"ssn": "123-45-6789", "n": 1}, schema, old, "acme")
+    execution, _ = await store.create_execution(
+        tenant="acme", workflow="escalate_case", metadata_version=1, input=sealed
+    )
 
     ring = Vault.load(sandbox.home, new_key, old_key)
     report = await rotate_keys(store.secrets, store.tokens, ring)
-    assert (report.secrets, report.tokens, report.failed) == (1, 1, ())
+    assert (report.secrets, report.tokens, report.inputs, report.failed) == (1, 1, 1, ())
     again = await rotate_keys(store.secrets, store.tokens, ring)
-    assert (again.secrets, again.tokens, again.unchanged) == (0, 0, 2)
+    assert (again.secrets, again.tokens, again.inputs, again.unchanged) == (0, 0, 0, 2)
 
     # The old key is gone: what is stored opens with the new key alone, not with the old one.
     new_only = Vault.load(sandbox.home, new_key)
@@ -116,6 +131,11 @@ async def test_a_stored_secret_authenticates_and_survives_key_rotation(
         Token.unseal(new_only, "conn:abc", token_row.ciphertext or "").access_token
         == token.access_token
     )
+    resealed = await store.get_execution(execution.id)
+    assert resealed is not None
+    assert resealed.input["ssn"] != sealed["ssn"]
+    plain = unseal_sensitive(resealed.input, schema, new_only, "acme")
+    assert plain == {"ssn": "123-45-6789", "n": 1}
 
     status, error = await _run(
         store, sandbox, Settings(home=sandbox.home, secret_key=new_key), metadata
@@ -262,7 +282,7 @@ def test_secrets_cli_sets_lists_rotates_and_deletes_without_printing_values(
 
     rotated = _uwf(home, "secrets", "rotate")
     assert rotated.returncode == 0, rotated.stderr
-    assert "re-encrypted 0 stored secret(s) and 0 OAuth token(s)" in rotated.stdout
+    assert "re-encrypted 0 stored secret(s), 0 OAuth token(s)" in rotated.stdout
     assert "1 already used it" in rotated.stdout
 
     assert _uwf(home, "secrets", "set", "acme", "empty", stdin="").returncode == 2

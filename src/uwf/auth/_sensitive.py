@@ -30,7 +30,13 @@ __all__ = [
 ]
 
 MASK = "***"
-_SEALED = "uwf-sealed:"
+SEALED_PREFIX = "uwf-sealed:"
+_SEALED = SEALED_PREFIX
+
+
+def is_sealed(value: Any) -> bool:
+    """A value `seal_sensitive` made."""
+    return isinstance(value, str) and value.startswith(SEALED_PREFIX)
 
 
 def _is_sensitive(schema: Any) -> bool:

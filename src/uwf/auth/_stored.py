@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from uwf.auth._credentials import SecretResolver
+from uwf.auth._sensitive import SEALED_PREFIX, is_sealed, reseal
 from uwf.auth._vault import Vault, VaultError
 from uwf.auth._vault_kv import VaultKvClient
 from uwf.errors import FatalError
@@ -107,17 +109,18 @@ class RotationReport:
     key_id: str
     secrets: int
     tokens: int
+    inputs: int
     unchanged: int
     failed: tuple[str, ...]
 
 
 async def rotate_keys(secrets: SecretRepo, tokens: TokenRepo, vault: Vault) -> RotationReport:
-    """Re-encrypt every stored secret and OAuth token under the vault's current key.
+    """Re-encrypt stored secrets, OAuth tokens and sealed inputs under the current key.
 
     What the current key already encrypted is left alone, so running it twice is harmless.
     Afterwards the retired keys are no longer needed (unless `failed` is not empty).
     """
-    counts = {"secrets": 0, "tokens": 0, "unchanged": 0}
+    counts = {"secrets": 0, "tokens": 0, "inputs": 0, "unchanged": 0}
     failed: list[str] = []
     for row in await secrets.list():
         if vault.is_current(row.ciphertext):
@@ -143,6 +146,33 @@ async def rotate_keys(secrets: SecretRepo, tokens: TokenRepo, vault: Vault) -> R
         sealed = vault.encrypt(plain, token.key)
         if await secrets.replace_token(token.key, token.ciphertext, sealed):
             counts["tokens"] += 1
+    for execution_id, tenant, data in await secrets.sealed_inputs():
+        try:
+            resealed, changed = _reseal_all(data, vault, tenant)
+        except VaultError as exc:
+            failed.append(f"sensitive input of execution {execution_id}: {exc}")
+            continue
+        if changed:
+            await secrets.replace_input(execution_id, resealed)
+            counts["inputs"] += 1
     return RotationReport(
-        vault.key_id, counts["secrets"], counts["tokens"], counts["unchanged"], tuple(failed)
+        vault.key_id,
+        counts["secrets"],
+        counts["tokens"],
+        counts["inputs"],
+        counts["unchanged"],
+        tuple(failed),
     )
+
+
+def _reseal_all(value: Any, vault: Vault, tenant: str) -> tuple[Any, bool]:
+    """`value` with every sealed input value under the current key; whether any changed."""
+    if isinstance(value, dict):
+        pairs = [(k, *_reseal_all(v, vault, tenant)) for k, v in value.items()]
+        return {k: v for k, v, _ in pairs}, any(c for _, _, c in pairs)
+    if isinstance(value, list):
+        items = [_reseal_all(v, vault, tenant) for v in value]
+        return [v for v, _ in items], any(c for _, c in items)
+    if is_sealed(value) and not vault.is_current(str(value)[len(SEALED_PREFIX) :]):
+        return reseal(str(value), vault, tenant), True
+    return value, False

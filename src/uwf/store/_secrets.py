@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from uwf.store._db import utcnow
-from uwf.store._tables import auth_tokens, stored_secrets
+from uwf.store._tables import auth_tokens, executions, stored_secrets
 
 __all__ = ["SecretRepo", "StoredSecret"]
 
@@ -114,3 +115,18 @@ class SecretRepo:
                 .values(ciphertext=ciphertext)
             )
         return bool(updated.rowcount)
+
+    async def sealed_inputs(self) -> builtins.list[tuple[str, str, Any]]:
+        """(id, tenant, input) of every execution whose input holds sealed sensitive values."""
+        query = sa.select(executions.c.id, executions.c.tenant, executions.c.input).where(
+            sa.cast(executions.c.input, sa.Text).like("%uwf-sealed:%")
+        )
+        async with self._engine.connect() as conn:
+            return [(r.id, r.tenant, r.input) for r in await conn.execute(query)]
+
+    async def replace_input(self, execution_id: str, data: Any) -> None:
+        """An execution's input with its sealed values re-encrypted (nothing else changes)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.update(executions).where(executions.c.id == execution_id).values(input=data)
+            )

@@ -267,6 +267,7 @@ async def receive_webhook(
                     request_id=getattr(request.state, "request_id", None),
                     details={"event_id": plan.event.id, "trigger": plan.trigger.name},
                 ),
+                vault=service.vault,
             )
         except IdempotencyKeyReusedError as exc:
             # The same event id with other content (the metadata changed between deliveries,
