@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from uwf._cli_admin import cli_actor
 from uwf.settings import Settings
 
 secrets_app = typer.Typer(
@@ -53,13 +54,6 @@ def _read_value(name: str) -> str:
     return value
 
 
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no user name in some containers; the audit entry stays useful
-        return "cli"
-
-
 @secrets_app.command("set")
 def secrets_set(
     tenant: Annotated[str, typer.Argument(help="Tenant the secret belongs to")],
@@ -91,7 +85,7 @@ def secrets_set(
             )
             await store.audit.write(
                 AuditEntry(
-                    actor=_actor(),
+                    actor=cli_actor(),
                     actor_type="cli",
                     action="credentials.changed",
                     tenant=tenant,
@@ -154,7 +148,7 @@ def secrets_delete(
             if deleted:
                 await store.audit.write(
                     AuditEntry(
-                        actor=_actor(),
+                        actor=cli_actor(),
                         actor_type="cli",
                         action="credentials.changed",
                         tenant=tenant,
@@ -192,7 +186,7 @@ def secrets_rotate() -> None:
             report = await rotate_keys(store.secrets, store.tokens, vault)
             await store.audit.write(
                 AuditEntry(
-                    actor=_actor(),
+                    actor=cli_actor(),
                     actor_type="cli",
                     action="credentials.changed",
                     target="secrets:rotate",
