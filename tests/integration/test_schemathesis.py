@@ -3,20 +3,29 @@
 The run is bounded (a fixed seed, a few examples per operation) so it finishes in well under
 two minutes; path parameters are pinned to a real tenant, connection and execution, so the
 generated requests reach the handlers instead of stopping at `404 unknown tenant`.
+
+The deployment is configured as its metadata asks: the example webhook trigger's signing
+secret is in the environment (without it, deliveries answer `503` by design, so that the CRM
+retries them once the operator has set it).
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import LiveServer
 
 
 def test_the_api_has_no_server_errors_and_answers_as_its_schema_says(
-    live_server: LiveServer, tmp_path: Path
+    live_server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("ACME_ZENDESK_WEBHOOK_SECRET", secrets.token_urlsafe(24))
     with live_server.client() as client:
         submitted = client.post(
             "/v1/tenants/acme/actions",
@@ -59,4 +68,8 @@ def test_the_api_has_no_server_errors_and_answers_as_its_schema_says(
     )
     output = run.stdout + run.stderr
     assert run.returncode == 0, output
-    assert "No issues found" in output, output
+    # Every generated case passed both checks (warnings about test data are not failures).
+    counts = re.search(r"(\d+) generated, (\d+) passed", output)
+    assert counts is not None, output
+    assert counts.group(1) == counts.group(2), output
+    assert int(counts.group(1)) > 100
