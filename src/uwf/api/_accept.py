@@ -58,7 +58,7 @@ async def accept_action(
 
     Input properties the workflow marks sensitive are stored encrypted under `vault`.
     """
-    version, _, _ = await validate_action(store, tenant, workflow_name, data)
+    version, _, workflow = await validate_action(store, tenant, workflow_name, data)
     request_hash = None
     if idempotency_key is not None:
         canonical = json.dumps(
