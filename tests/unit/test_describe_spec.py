@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from pydantic import ValidationError
 
 from uwf.auth import Credentials, StaticAuth
-from uwf.connectors import ConnectorSpec, describe_object
+from uwf.connectors import ConnectorSpec, NetworkPolicy, describe_object
 from uwf.connectors.runtime import ConnectorRuntime, Target
 from uwf.errors import FatalError
 
@@ -99,7 +99,7 @@ async def test_describe_normalises_lists_objects_and_separate_choices(
         timeout_seconds=5,
         config={},
     )
-    runtime = ConnectorRuntime()
+    runtime = ConnectorRuntime(NetworkPolicy.parse("127.0.0.1"))  # the test CRM is on loopback
     try:
         described = await describe_object(runtime, target, "case")
     finally:
@@ -144,7 +144,7 @@ async def test_an_object_without_describe_says_so() -> None:
         timeout_seconds=5,
         config={},
     )
-    runtime = ConnectorRuntime()
+    runtime = ConnectorRuntime(NetworkPolicy.parse("127.0.0.1"))  # the test CRM is on loopback
     try:
         with pytest.raises(FatalError, match="cannot describe 'case'"):
             await describe_object(runtime, target, "case")

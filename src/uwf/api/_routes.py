@@ -367,6 +367,16 @@ async def describe_connection(
     version, connection = await find_connection(service.store, name, tenant)
     bundle = await service.store.metadata(version)
     assert bundle is not None
+    spec = bundle.connectors.get(connection.connector)
+    if spec is not None and object_ not in spec.objects:
+        # The caller asked for something that does not exist: a 404, not a server error.
+        raise ProblemError(
+            404,
+            "unknown-object",
+            "Unknown object",
+            f"connector '{spec.id}' has no object '{object_}' "
+            f"(known: {', '.join(sorted(spec.objects))})",
+        )
     if service.executor is not None:
         executor = service.executor
         target = await executor.targets.resolve(version, bundle, connection)
