@@ -286,6 +286,8 @@ _ACCOUNT = SObjectDef("Account", "Account", "Accounts", "001", (
     FieldDef("BillingCountry", "Billing Country", "string", 80),
     FieldDef("Description", "Account Description", "textarea", 32000),
     *_system(),
+    FieldDef("UWF_Key__c", "UWF Key", "string", 255, external_id=True, id_lookup=True,
+             unique=True),
 ), writable=True)  # fmt: skip
 _CONTACT = SObjectDef("Contact", "Contact", "Contacts", "003", (
     _ro("Id", "Contact ID", "id", length=18),
@@ -299,6 +301,8 @@ _CONTACT = SObjectDef("Contact", "Contact", "Contacts", "003", (
     FieldDef("MobilePhone", "Mobile Phone", "phone", 40),
     FieldDef("Title", "Title", "string", 128),
     *_system(),
+    FieldDef("UWF_Key__c", "UWF Key", "string", 255, external_id=True, id_lookup=True,
+             unique=True),
 ), writable=True)  # fmt: skip
 OBJECTS: dict[str, SObjectDef] = {
     o.name.lower(): o for o in (_CASE, _COMMENT, _USER, _GROUP, _ACCOUNT, _CONTACT)
