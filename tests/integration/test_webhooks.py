@@ -427,3 +427,19 @@ def test_an_unset_secret_answers_503_without_naming_it(
     assert response.status_code == 503
     assert "ACME_ZENDESK_WEBHOOK_SECRET" not in response.text
     assert _executions(server, "acme") == []
+
+
+def test_an_unsigned_delivery_is_refused_before_the_secret_is_needed(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A probe or a fuzzer without signature headers gets 401, even where the secret is unset.
+    monkeypatch.delenv("ACME_ZENDESK_WEBHOOK_SECRET")
+    with server.client(auth=False) as client:
+        response = client.post(
+            "/v1/webhooks/acme/acme-zendesk",
+            content=_zendesk_event(123, "evt-unsigned", ["vip"]),
+            headers={"Content-Type": "application/json"},
+        )
+    assert response.status_code == 401
+    assert "x-zendesk-webhook-signature" in response.json()["detail"]
+    assert _executions(server, "acme") == []

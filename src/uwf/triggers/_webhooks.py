@@ -79,6 +79,24 @@ def _unauthorized(reason: str) -> ProblemError:
     return ProblemError(401, "invalid-signature", "Invalid signature", reason)
 
 
+# What each scheme's sender always sends; a delivery without it cannot be genuine.
+_SIGNED_BY = {
+    "hubspot_v3": ("x-hubspot-signature-v3", "x-hubspot-request-timestamp"),
+    "zendesk": ("x-zendesk-webhook-signature", "x-zendesk-webhook-signature-timestamp"),
+    "hmac": ("x-uwf-signature",),
+}
+
+
+def _check_signed(trigger: TriggerSpec, request: Request, token: str | None) -> None:
+    """Refuse an unsigned delivery before the secret is needed (an unset secret answers 503)."""
+    if trigger.scheme == "salesforce_outbound":
+        missing = [] if token else ["the `token` query parameter"]
+    else:
+        missing = [f"`{h}`" for h in _SIGNED_BY[trigger.scheme] if not request.headers.get(h)]
+    if missing:
+        raise _unauthorized(f"the delivery is not signed: {', '.join(missing)} missing")
+
+
 async def _read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -242,6 +260,7 @@ async def receive_webhook(
         raise _not_found()
     first = triggers[0]
     body = await _read_body(request)
+    _check_signed(first, request, token)
     secret = _secret(service, first)
     events = _verify_and_read(first, secret, request, service, body, token)
     plans = _plan(bundle, tenant, triggers, events)  # every event checked before any is stored
