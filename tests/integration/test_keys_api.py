@@ -266,3 +266,20 @@ def test_body_size_and_json_depth_are_limited(live_server: LiveServer) -> None:
     assert shallow.status_code == 422  # within the depth limit; the schema refuses it
     assert stringy.status_code == 202  # brackets inside strings are not nesting
     assert len(total) == 1
+
+
+def test_refused_cancels_and_replays_are_audited_with_the_reason(
+    live_server: LiveServer,
+) -> None:
+    with live_server.client() as admin:
+        done = admin.post("/v1/tenants/acme/actions?wait=20", json=ESCALATE).json()
+        assert done["status"] == "succeeded"
+        cancel = admin.post(f"/v1/tenants/acme/executions/{done['id']}/cancel")
+        replay = admin.post(f"/v1/tenants/acme/executions/{done['id']}/replay")
+        rows = [r for r in _audit(admin, tenant="acme") if r["target"] == done["id"]]
+
+    assert (cancel.status_code, replay.status_code) == (409, 409)
+    refused = {r["action"]: r for r in rows if r["outcome"] == "refused"}
+    assert sorted(refused) == ["execution.cancelled", "execution.replayed"]
+    assert "already ended" in refused["execution.cancelled"]["details"]["reason"]
+    assert refused["execution.replayed"]["details"]["reason"] == replay.json()["detail"]

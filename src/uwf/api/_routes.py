@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -36,9 +39,9 @@ from uwf.api._security import Requires, audit_entry
 from uwf.api._views import execution_summary, execution_view
 from uwf.connectors import describe_object
 from uwf.engine import dry_run
-from uwf.errors import NotFoundError
+from uwf.errors import ConflictError, InputValidationError, NotFoundError
 from uwf.service import Service, make_executor
-from uwf.store import Execution, StepRun
+from uwf.store import AuditEntry, Execution, StepRun
 
 router = APIRouter()
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -52,6 +55,20 @@ async def _service(request: Request) -> Service:
 
 
 ServiceDep = Annotated[Service, Depends(_service)]
+
+
+@contextlib.asynccontextmanager
+async def _refusals_audited(
+    service: Service, entry: AuditEntry, target: str
+) -> AsyncIterator[None]:
+    """A cancel or replay that is refused (already ended, nothing to replay) is recorded too."""
+    try:
+        yield
+    except (ConflictError, InputValidationError) as exc:
+        details = {**(entry.details or {}), "reason": exc.message[:500]}
+        refused = dataclasses.replace(entry, target=target, outcome="refused", details=details)
+        await service.store.audit.write(refused)
+        raise
 
 
 @router.get("/healthz", response_model=Health, tags=["operations"])
@@ -209,12 +226,9 @@ async def cancel(
 
     Steps already done stay done; nothing more is sent to the CRM.
     """
-    execution = await cancel_execution(
-        service.store,
-        tenant,
-        execution_id,
-        audit=audit_entry(request, "execution.cancelled", tenant),
-    )
+    entry = audit_entry(request, "execution.cancelled", tenant)
+    async with _refusals_audited(service, entry, execution_id):
+        execution = await cancel_execution(service.store, tenant, execution_id, audit=entry)
     if not execution.is_final and service.executor is not None:
         execution = await service.executor.wait_for(execution.id, 5) or execution
     return await execution_view(service.store, execution)
@@ -241,14 +255,16 @@ async def replay(
     Steps that succeeded are kept (not sent again) unless `from_step` says where to restart.
     """
     replay_request = body or ReplayRequest()
-    execution = await replay_execution(
-        service.store,
-        tenant,
-        execution_id,
-        from_step=replay_request.from_step,
-        current_metadata=replay_request.metadata_version == "current",
-        audit=audit_entry(request, "execution.replayed", tenant),
-    )
+    entry = audit_entry(request, "execution.replayed", tenant)
+    async with _refusals_audited(service, entry, execution_id):
+        execution = await replay_execution(
+            service.store,
+            tenant,
+            execution_id,
+            from_step=replay_request.from_step,
+            current_metadata=replay_request.metadata_version == "current",
+            audit=entry,
+        )
     if service.executor is not None:
         service.executor.wake()
     response.headers["Location"] = f"/v1/tenants/{tenant}/executions/{execution.id}"
