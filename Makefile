@@ -23,7 +23,7 @@ run: $(STAMP)
 
 ## Run the whole test suite (PostgreSQL tests run when it is reachable, and always in CI)
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3 --dist loadfile
 
 ## Format check, lint and types
 check: $(STAMP)
