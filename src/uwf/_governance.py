@@ -87,4 +87,5 @@ async def dry_run_action(
             data=data,
             targets=executor.targets.fresh(),
             seconds=seconds,
+            policy=executor.runtime.policy,
         )

@@ -84,7 +84,7 @@ async def crm(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[C
         version, _ = await store.apply_metadata(bundle, "contract")
         executor = make_executor(Settings(home=sandbox.home), store, sandbox.url.rsplit("/", 1)[0])
         try:
-            target = executor.targets.resolve(version, bundle, connection)
+            target = await executor.targets.resolve(version, bundle, connection)
             yield Crm(obj_name, target, target.spec.objects[obj_name], executor)
         finally:
             await executor.runtime.close()

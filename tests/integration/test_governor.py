@@ -228,9 +228,9 @@ async def test_a_429_pauses_only_that_connection(
                 input={"case_id": 91, "text": f"{workflow} {len(made)}"},
             )
             made[execution.id] = workflow
-        executor = make_executor(
-            Settings(home=us.home, poll_interval=0.05), store, us.url.rsplit("/", 1)[0]
-        )
+        eu_host = eu.url.split("/")[2]  # not a sandbox of this deployment: allowed by name
+        settings = Settings(home=us.home, poll_interval=0.05, allowed_hosts=eu_host)
+        executor = make_executor(settings, store, us.url.rsplit("/", 1)[0])
         await executor.run_until_idle(3)  # long enough for EU; the US account is paused
         await executor.runtime.close()
         finals = {i: await store.get_execution(i) for i in made}

@@ -142,6 +142,7 @@ async def submit_action(
                 workflow=body.workflow,
                 data=body.input,
                 targets=executor.targets.fresh(),
+                policy=executor.runtime.policy,
             )
         finally:
             if executor is not service.executor:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from uwf.auth import redact
-from uwf.connectors import ObjectSpec, OperationSpec
+from uwf.connectors import NetworkPolicy, ObjectSpec, OperationSpec
 from uwf.connectors.runtime import CallResult, ConnectorRuntime, Target
 from uwf.engine._interpreter import Interpreter
 from uwf.engine._targets import TargetResolver
@@ -45,8 +45,8 @@ class DryRunRuntime(ConnectorRuntime):
     their status), `sent: false` for the writes that would have.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, policy: NetworkPolicy | None = None) -> None:
+        super().__init__(policy)
         self.requests: list[dict[str, Any]] = []
 
     async def call(
@@ -186,16 +186,18 @@ async def dry_run(
     data: dict[str, Any],
     targets: TargetResolver,
     seconds: float = 60.0,
+    policy: NetworkPolicy | None = None,
 ) -> dict[str, Any]:
     """Evaluate `workflow` for `data` without writing to the CRM; returns the plan.
 
     The input must already be validated. `targets` must be a resolver of its own (its cache is
     keyed by metadata version, and the scratch Pipe DB numbers its versions afresh). Retries of
-    failed reads follow the connection's policy, within `seconds`.
+    failed reads follow the connection's policy, within `seconds`. `policy`: the outbound
+    network guard's allowlist, as the deployment's own runtime has it.
     """
     with tempfile.TemporaryDirectory(prefix="uwf-dry-run-") as scratch:
         store = await Store.open(f"sqlite+aiosqlite:///{Path(scratch) / 'dry-run.sqlite3'}")
-        runtime = DryRunRuntime()
+        runtime = DryRunRuntime(policy)
         try:
             scratch_version, _ = await store.apply_metadata(bundle, f"dry run of version {version}")
             execution, _ = await store.create_execution(
