@@ -20,7 +20,8 @@ __all__ = ["audit_command", "cli_actor", "keys_app"]
 keys_app = typer.Typer(
     no_args_is_help=True, help="Callers' API keys: create (shown once), list, revoke."
 )
-err = Console(stderr=True)
+# Messages carry paths and ids to copy: never hard-wrapped at the terminal width.
+err = Console(stderr=True, soft_wrap=True)
 _DURATION = re.compile(r"^(\d{1,6})([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 

@@ -16,7 +16,8 @@ from uwf.settings import Settings
 
 __all__ = ["print_dry_run", "register"]
 
-err = Console(stderr=True)
+# Messages carry paths and ids to copy: never hard-wrapped at the terminal width.
+err = Console(stderr=True, soft_wrap=True)
 
 
 def register(metadata_app: typer.Typer, connections_app: typer.Typer) -> None:

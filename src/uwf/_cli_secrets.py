@@ -21,7 +21,8 @@ secrets_app = typer.Typer(
     no_args_is_help=True,
     help="CRM secrets stored encrypted per tenant (`{stored: NAME}` in metadata), key rotation.",
 )
-err = Console(stderr=True)
+# Messages carry paths and ids to copy: never hard-wrapped at the terminal width.
+err = Console(stderr=True, soft_wrap=True)
 
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

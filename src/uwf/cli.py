@@ -36,7 +36,8 @@ app.add_typer(keys_app, name="keys")
 app.command("audit")(audit_command)
 app.add_typer(secrets_app, name="secrets")
 
-err = Console(stderr=True)
+# Messages carry paths and ids to copy: never hard-wrapped at the terminal width.
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 

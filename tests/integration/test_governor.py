@@ -42,7 +42,7 @@ steps:
 # One worker process: hammers a rate-limited and a concurrency-limited connection with a few
 # coroutines each, and prints what it was admitted (times from the governor's own clock).
 WORKER = """
-import asyncio, json, random, sys, time
+import asyncio, contextvars, json, random, sys, time
 from uwf.connectors import LimitsSpec
 from uwf.governor import Governor, RedisState, SqlState
 from uwf.store import Store
@@ -59,10 +59,12 @@ async def main():
         state = SqlState(store.engine)
     else:
         state = RedisState.from_url(url, prefix)
-    last = [0.0]
+    # Each coroutine is its own task: the time the governor read for *this* admission.
+    last = contextvars.ContextVar("last", default=0.0)
     def clock():
-        last[0] = time.time()
-        return last[0]
+        now = time.time()
+        last.set(now)
+        return now
     governor = Governor(state, clock=clock)
     out = {"admitted": [], "held": []}
 
@@ -70,7 +72,7 @@ async def main():
         while time.time() < start + seconds:
             admission = await governor.admit("rated", RATED)
             if admission.wait == 0:
-                out["admitted"].append(last[0])
+                out["admitted"].append(last.get())
             else:
                 await asyncio.sleep(min(admission.wait, 0.05))
 
