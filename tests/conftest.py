@@ -9,7 +9,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,36 +25,35 @@ ACME_EXAMPLES = EXAMPLES / "acme"  # one tenant alone, for tests that change its
 PG_URL = os.environ.get("UWF_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def _pg_reachable() -> str | None:
-    """None when PostgreSQL answers, else why not."""
-    import asyncpg
-
-    async def probe() -> None:
-        conn = await asyncpg.connect(PG_URL, timeout=3)
-        await conn.close()
-
+def require_service(name: str, url: str, variable: str, probe: Callable[[], None]) -> str:
+    """`url` when `probe()` reaches the service; else skip, or fail in CI (`CI=true`)."""
     failure: list[str] = []
 
     def run() -> None:  # in a thread of its own: the caller may be inside an event loop
         try:
-            asyncio.run(probe())
+            probe()
         except Exception as exc:
             failure.append(f"{type(exc).__name__}: {exc}")
 
     thread = threading.Thread(target=run)
     thread.start()
     thread.join()
-    return failure[0] if failure else None
+    if failure:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} at {url} is required in CI: {failure[0]}")
+        pytest.skip(f"{name} at {url} not reachable ({failure[0]}); set {variable}")
+    return url
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> str:
-    reason = _pg_reachable()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at {PG_URL} is required in CI: {reason}")
-        pytest.skip(f"PostgreSQL at {PG_URL} not reachable ({reason}); set UWF_TEST_PG_URL")
-    return PG_URL
+    import asyncpg
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(PG_URL, timeout=3)
+        await conn.close()
+
+    return require_service("PostgreSQL", PG_URL, "UWF_TEST_PG_URL", lambda: asyncio.run(probe()))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

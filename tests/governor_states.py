@@ -10,13 +10,12 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
 
-from tests.conftest import fresh_pg_database
+from tests.conftest import fresh_pg_database, require_service
 from uwf.governor import LocalState, RedisState, SqlState, State
 from uwf.store import Store
 
@@ -49,34 +48,16 @@ class Backend:
         return made
 
 
-def _redis_reachable() -> str | None:
-    """None when Redis answers, else why not."""
-    from redis import Redis
-
-    failure: list[str] = []
-
-    def run() -> None:  # a thread of its own: the caller may be inside an event loop
-        try:
-            client = Redis.from_url(REDIS_URL, socket_timeout=3)
-            client.ping()
-            client.close()
-        except Exception as exc:
-            failure.append(f"{type(exc).__name__}: {exc}")
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    return failure[0] if failure else None
-
-
 @pytest.fixture(scope="session")
 def redis_server() -> str:
-    reason = _redis_reachable()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis at {REDIS_URL} is required in CI: {reason}")
-        pytest.skip(f"Redis at {REDIS_URL} not reachable ({reason}); set UWF_TEST_REDIS_URL")
-    return REDIS_URL
+    from redis import Redis
+
+    def probe() -> None:
+        client = Redis.from_url(REDIS_URL, socket_timeout=3)
+        client.ping()
+        client.close()
+
+    return require_service("Redis", REDIS_URL, "UWF_TEST_REDIS_URL", probe)
 
 
 @pytest.fixture(params=["memory", "postgres", "redis"])
