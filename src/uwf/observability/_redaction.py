@@ -58,29 +58,38 @@ _MAX_REMEMBERED = 4096
 
 _lock = threading.Lock()
 _remembered: OrderedDict[str, None] = OrderedDict()
+# `_remembered` longest first, kept sorted when it changes: every log line and every recorded
+# request reads it, and secrets are remembered far less often than that.
+_longest_first: tuple[str, ...] = ()
 
 
 def remember_secrets(values: Iterable[str | None]) -> None:
     """Remember values to cut out of every later log line and record of this process."""
+    global _longest_first
     with _lock:
+        added = False
         for value in values:
             if not value or len(value) < _MIN_SECRET_LENGTH:
                 continue
+            added = added or value not in _remembered
             _remembered[value] = None
             _remembered.move_to_end(value)
         while len(_remembered) > _MAX_REMEMBERED:
             _remembered.popitem(last=False)
+        if added:  # only an addition can evict
+            _longest_first = tuple(sorted(_remembered, key=len, reverse=True))
 
 
 def known_secrets() -> tuple[str, ...]:
     """What `remember_secrets` holds, longest first (so a secret's prefix never wins)."""
-    with _lock:
-        return tuple(sorted(_remembered, key=len, reverse=True))
+    return _longest_first
 
 
 def scrub(value: Any, secrets: Iterable[str] = (), *, mask: str = REDACTED) -> Any:
     """A copy of `value` (JSON-like) without secrets: by key name and by value."""
-    values = sorted({s for s in (*secrets, *known_secrets()) if s}, key=len, reverse=True)
+    known = known_secrets()
+    extra = [s for s in secrets if s and s not in known]
+    values = sorted({*extra, *known}, key=len, reverse=True) if extra else list(known)
     return _scrub(value, values, mask)
 
 
@@ -104,7 +113,7 @@ def redact_processor(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: the event without secrets (keys by name, values remembered)."""
-    secrets = sorted(known_secrets(), key=len, reverse=True)
+    secrets = list(known_secrets())
     for key, value in list(event_dict.items()):
         if key.lower() in SECRET_KEYS:
             event_dict[key] = REDACTED
