@@ -1,16 +1,20 @@
-"""One suite over every connector's accounts and contacts: create, get, update and lookup.
+"""One suite over every connector's accounts, contacts and comments.
 
 For each built-in connector that declares a canonical `account` or `contact` object (and has a
 sandbox and an example connection), the same round trip runs through the connector spec alone:
 the canonical fields written by `create` read back through `get` in canonical form, an
 `update` is seen by the next `get`, and `lookup` finds the record by its canonical criteria.
 A create sent twice with the same step key makes one record.
+
+For each connector that declares a canonical `comment`, a note added to a new case through the
+case's `add_comment` is found by `comment.lookup` on that case, in canonical form, once.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,14 +50,14 @@ SAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
-def _cases() -> list[tuple[str, str]]:
+def _cases(objects: Iterable[str]) -> list[tuple[str, str]]:
     examples = load_directory(EXAMPLES)
     with_connection = {c.connector for c in examples.connections.values()}
     return [
         (crm, obj)
         for crm, spec in sorted(builtin_connectors().items())
         if crm in SANDBOXES and crm in with_connection
-        for obj in SAMPLES
+        for obj in objects
         if obj in spec.objects
     ]
 
@@ -74,9 +78,8 @@ class Crm:
         return self.obj.to_canonical(result.result)
 
 
-@pytest.fixture(params=_cases(), ids=lambda case: f"{case[0]}-{case[1]}")
-async def crm(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Crm]:
-    name, obj_name = request.param
+@asynccontextmanager
+async def _connect(name: str, obj_name: str, tmp_path: Path) -> AsyncIterator[Crm]:
     bundle = load_directory(EXAMPLES)
     [connection] = [c for c in bundle.connections.values() if c.connector == name]
     with serve_sandbox(tmp_path / "home", name) as sandbox:
@@ -89,6 +92,18 @@ async def crm(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[C
         finally:
             await executor.runtime.close()
             await store.close()
+
+
+@pytest.fixture(params=_cases(SAMPLES), ids=lambda case: f"{case[0]}-{case[1]}")
+async def crm(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Crm]:
+    async with _connect(*request.param, tmp_path) as connected:
+        yield connected
+
+
+@pytest.fixture(params=[crm for crm, _ in _cases(["comment"])])
+async def comments(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Crm]:
+    async with _connect(request.param, "comment", tmp_path) as connected:
+        yield connected
 
 
 def _fill(values: dict[str, Any], tag: str) -> dict[str, Any]:
@@ -122,3 +137,31 @@ async def test_create_get_update_lookup(crm: Crm) -> None:
     assert str(again["id"]) == str(record_id)
     found = await crm.call("lookup", {"criteria": _fill(sample["criteria"], tag)})
     assert len(found) == 1
+
+
+async def test_comment_lookup(comments: Crm) -> None:
+    """An internal note added through the case's `add_comment` is listed by `comment.lookup`."""
+    tag = secrets.token_hex(3)
+    case = Crm("case", comments.target, comments.target.spec.objects["case"], comments.executor)
+    created = await case.call(
+        "create",
+        {
+            "fields": {"subject": f"Comment contract {tag}", "description": "Printer on fire"},
+            "step_key": f"contract-{tag}:case",
+        },
+    )
+    case_id = created["id"]
+    text = f"Escalated: contract {tag}"
+    await case.call(
+        "add_comment",
+        {"record_id": case_id, "body": text, "public": False, "step_key": f"contract-{tag}:note"},
+    )
+
+    found = await comments.call("lookup", {"criteria": {"case_id": case_id}})
+    mine = [c for c in found if text in str(c["body"])]
+    assert len(mine) == 1, found
+    [note] = mine
+    assert note["id"]
+    assert str(note["case_id"]) == str(case_id)
+    assert note["public"] is False
+    assert note["native"]
