@@ -196,7 +196,8 @@ def test_hubspot_custom_properties_are_read_from_properties() -> None:
         {"escalated": FieldSpec(native="sl_escalated", type="boolean")}, {}
     )
     view = case.to_canonical({"id": "1", "properties": {"sl_escalated": "true"}})
-    assert view["escalated"] == "true"  # read as the CRM gives it; only writes are coerced
+    assert view["escalated"] is True
+    assert view["native"]["properties"]["sl_escalated"] == "true"
 
 
 def test_an_override_replaces_the_mapping_and_where_it_is_read() -> None:
@@ -286,3 +287,101 @@ def test_bad_custom_fields_are_reported_with_file_line_and_path(
     assert problem.path == path
     assert message in problem.message
     assert problem.line == line
+
+
+# -- typed reads: what each CRM really sends ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("type_name", "native", "canonical"),
+    [
+        # HubSpot: every property is text.
+        ("boolean", "true", True),
+        ("boolean", "false", False),
+        ("integer", "42", 42),
+        ("decimal", "1234.50", 1234.5),
+        ("decimal", "1000", 1000),
+        ("datetime", "2026-01-05T10:00:00Z", "2026-01-05T10:00:00Z"),
+        ("datetime", "2026-01-05T10:00:00.883Z", "2026-01-05T10:00:00.883Z"),
+        ("datetime", "1767607200000", "2026-01-05T10:00:00Z"),  # epoch milliseconds
+        ("datetime", "2026-01-05", "2026-01-05T00:00:00Z"),  # HubSpot `date` properties
+        # ServiceNow Table API: text, date-times in UTC with a space.
+        ("boolean", "1", True),
+        ("integer", "0", 0),
+        ("datetime", "2026-01-05 10:00:00", "2026-01-05T10:00:00Z"),
+        # Salesforce: JSON types, offsets without a colon.
+        ("datetime", "2026-01-05T10:00:00.000+0000", "2026-01-05T10:00:00Z"),
+        ("datetime", "2026-01-05T12:00:00.000+0200", "2026-01-05T12:00:00+02:00"),
+        ("boolean", False, False),
+        ("decimal", 99.95, 99.95),
+        # Dynamics: JSON types already; they pass unchanged.
+        ("integer", 7, 7),
+        ("boolean", True, True),
+        ("datetime", "2026-01-05T10:00:00+01:00", "2026-01-05T10:00:00+01:00"),
+        # Zendesk custom fields: checkbox booleans, numeric fields as text.
+        ("integer", "3", 3),
+        ("decimal", "0.10", 0.1),
+    ],
+)
+def test_typed_fields_read_back_as_json_of_their_type(
+    type_name: str, native: Any, canonical: Any
+) -> None:
+    back = FieldSpec.model_validate({"native": "x", "type": type_name}).to_canonical(native)
+    assert back == canonical
+    assert type(back) is type(canonical)
+
+
+@pytest.mark.parametrize(
+    ("type_name", "native"),
+    [
+        ("boolean", "maybe"),
+        ("integer", "4x"),
+        ("integer", "42.5"),
+        ("decimal", "1,234.50"),
+        ("datetime", "next Tuesday"),
+        ("datetime", "05/01/2026"),
+        ("integer", {"value": 1}),
+        ("boolean", ["true"]),
+    ],
+)
+def test_a_read_value_that_does_not_convert_is_kept_as_the_crm_sent_it(
+    type_name: str, native: Any
+) -> None:
+    spec = FieldSpec.model_validate({"native": "x", "type": type_name})
+    assert spec.to_canonical(native) == native
+
+
+def test_the_same_bad_value_still_fails_a_write_naming_field_and_value() -> None:
+    spec = FieldSpec.model_validate({"native": "x", "type": "integer"})
+    assert spec.to_canonical("4x") == "4x"
+    with pytest.raises(ExpressionError, match="field 'count': '4x' is not a number"):
+        spec.to_native("count", "4x")
+
+
+def test_a_servicenow_record_reads_custom_columns_typed() -> None:
+    case = _case("servicenow").with_fields(
+        {
+            "escalated": FieldSpec(native="u_escalated", type="boolean"),
+            "reopen_count": FieldSpec(native="reopen_count", type="integer"),
+            "resolved_at": FieldSpec(native="resolved_at", type="datetime"),
+            "cost": FieldSpec(native="u_cost", type="decimal"),
+        },
+        {},
+    )
+    record = {
+        "sys_id": "46d44a5d",
+        "number": "INC0010001",
+        "priority": "2",
+        "state": "2",
+        "u_escalated": "false",
+        "reopen_count": "1",
+        "resolved_at": "",
+        "u_cost": "n/a",
+    }
+    view = case.to_canonical(record)
+    assert view["escalated"] is False
+    assert view["reopen_count"] == 1
+    assert view["resolved_at"] is None  # ServiceNow's empty text is no value
+    assert view["cost"] == "n/a"
+    assert (view["priority"], view["priority_native"]) == ("high", "2")
+    assert view["native"] == record

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from uwf.connectors import FieldSpec
 from uwf.errors import ExpressionError, UwfError
 from uwf.mapping import (
     LIMITS,
@@ -283,3 +284,27 @@ def test_ordinary_workloads_fit_the_default_limits() -> None:
     expression = compile_expression("join(',', input.records[?contains(tags, 'a')].email)")
     result = expression.evaluate({"input": {"records": records}})
     assert result.count(",") == 1_999
+
+
+# -- typed reads never fail -----------------------------------------------------------------
+
+CRM_TEXT = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["true", "FALSE", "", " ", "42", "-0", "1e999", "2026-01-05 10:00:00"]),
+    st.integers(min_value=0, max_value=10**20).map(str),
+    st.datetimes().map(lambda d: d.isoformat(sep=" ")),
+)
+
+
+@given(
+    st.sampled_from(["string", "integer", "decimal", "boolean", "datetime", None]),
+    st.one_of(JSON, CRM_TEXT, st.floats()),
+)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+def test_typed_reads_never_raise_and_are_deterministic(type_name: str | None, native: Any) -> None:
+    spec = FieldSpec.model_validate({"native": "x", "type": type_name})
+    first = spec.to_canonical(native)
+    assert json.dumps(first, default=str) == json.dumps(spec.to_canonical(native), default=str)
+    if first is not native and first is not None:
+        # A converted value is plain JSON (no Decimal, no datetime object).
+        json.dumps(first, allow_nan=False)

@@ -5,7 +5,9 @@ string is the native name alone; a mapping may add a `type`, and for an `enum` t
 canonical values with their native spelling (`values`), so that a workflow writes
 `priority: urgent` on every CRM and each CRM receives its own value (`urgent`, `High`, `1`,
 `4`). Reads go the other way: the record view gives the canonical value and the CRM's own
-beside it (`priority: high`, `priority_native: "2"`).
+beside it (`priority: high`, `priority_native: "2"`); booleans, integers, decimals and
+datetimes read back as JSON of their type (HubSpot's `"true"` is `true`, ServiceNow's
+`"2026-01-05 10:00:00"` is `"2026-01-05T10:00:00Z"`), or as sent when they do not convert.
 
 Native names may point inside the record:
 
@@ -25,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from uwf.errors import ExpressionError
 from uwf.mapping import coerce
 
 __all__ = ["FieldSpec", "FieldType", "native_path_expression", "place_native"]
@@ -117,18 +120,35 @@ class FieldSpec(BaseModel):
         return values[coerce(value, "enum", field=name, enum=list(values))]
 
     def to_canonical(self, native: Any) -> Any:
-        """The canonical value of a native one; None when the CRM's value has no canonical one."""
-        if self.type != "enum":
+        """The canonical value of a native one, as JSON of the declared type.
+
+        Enums give the canonical value (None when the CRM's value has none). Booleans, integers,
+        decimals and datetimes are converted from however the CRM spells them (HubSpot and
+        ServiceNow send every value as text); a value that cannot be converted is returned as
+        the CRM sent it, because a read must never fail on the CRM's data.
+        """
+        if self.type == "enum":
+            return None if native is None else self._reading.get(_text(native))
+        if self.type is None or self.type == "string":
             return native
-        if native is None:
-            return None
-        return self._reading.get(_text(native))
+        return _read_typed(native, self.type)
 
 
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _read_typed(native: Any, type_name: str) -> Any:
+    """`native` converted to `type_name` as JSON, or `native` itself when it does not convert."""
+    value = native
+    if type_name == "datetime" and isinstance(value, str) and value.strip().isdigit():
+        value = int(value)  # HubSpot's date-times may come as epoch milliseconds in text
+    try:
+        return _json_ready(coerce(value, type_name, field="read"))
+    except ExpressionError:
+        return native
 
 
 def _json_ready(value: Any) -> Any:

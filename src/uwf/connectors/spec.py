@@ -317,7 +317,12 @@ class ObjectSpec(_Spec):
         return out
 
     def to_canonical(self, record: Any) -> Any:
-        """The canonical view of one native record (or of each, for a list)."""
+        """The canonical view of one native record (or of each, for a list).
+
+        Enums give the canonical value with the CRM's own beside it (`<field>_native`); other
+        typed fields are converted by their type (see `FieldSpec.to_canonical`); the whole
+        native record stays under `native`.
+        """
         if not self.record:
             return record
         if isinstance(record, list):
@@ -326,9 +331,11 @@ class ObjectSpec(_Spec):
             return record
         view = {name: expr.evaluate(record) for name, expr in self.compiled_record.items()}
         for name, spec in self.field_specs.items():
-            if spec.type == "enum" and name in view:
+            if spec.type is None or name not in view:
+                continue
+            if spec.type == "enum":
                 view[f"{name}_native"] = view[name]
-                view[name] = spec.to_canonical(view[name])
+            view[name] = spec.to_canonical(view[name])
         view["native"] = record
         return view
 
