@@ -27,6 +27,7 @@ from uwf.connectors import ObjectSpec, builtin_connectors
 from uwf.connectors.runtime import Target
 from uwf.metadata import load_directory
 from uwf.sandboxes import SANDBOXES
+from uwf.sandboxes._dynamics_records import guid as dynamics_guid
 from uwf.service import make_executor
 from uwf.settings import Settings
 from uwf.store import Store
@@ -47,6 +48,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "update": {"phone": "+1 202 555 0143"},
         "criteria": {"email": "dana.{tag}@fbi.test"},
     },
+}
+
+# What a CRM requires of a new case beyond its subject and description: Dataverse refuses a
+# case without a customer, so it gets one of the sandbox's seeded accounts.
+CASE_REQUIRES: dict[str, dict[str, Any]] = {
+    "dynamics": {"customerid_account@odata.bind": f"/accounts({dynamics_guid('account', 0)})"},
 }
 
 
@@ -146,7 +153,11 @@ async def test_comment_lookup(comments: Crm) -> None:
     created = await case.call(
         "create",
         {
-            "fields": {"subject": f"Comment contract {tag}", "description": "Printer on fire"},
+            "fields": {
+                "subject": f"Comment contract {tag}",
+                "description": "Printer on fire",
+                **CASE_REQUIRES.get(comments.target.spec.id, {}),
+            },
             "step_key": f"contract-{tag}:case",
         },
     )

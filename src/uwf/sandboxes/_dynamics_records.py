@@ -85,7 +85,23 @@ USERS = (
     ("carol", "Carol", "Agent", "carol@acme.test", False),
     ("dave", "Dave", "Former", "dave@acme.test", True),
 )
-ACCOUNTS = ("Contoso Pharmaceuticals", "Fabrikam", "Adventure Works", "Litware", "Northwind")
+# (name, telephone1, websiteurl, industrycode, address1_country), accounts 0..4.
+ACCOUNTS = (
+    ("Contoso Pharmaceuticals", "+1 425 555 0100", "https://contoso.example", 17, "United States"),
+    ("Fabrikam", "+1 206 555 0110", "https://fabrikam.example", 12, "United States"),
+    ("Adventure Works", "+1 604 555 0120", "https://adventure-works.example", 25, "Canada"),
+    ("Litware", "+44 20 7946 0130", "https://litware.example", 6, "United Kingdom"),
+    ("Northwind", "+49 30 5555 0140", "https://northwind.example", 33, "Germany"),
+)
+# (first name, last name, email, job title, mobile, account), contacts 0..5.
+CONTACTS = (
+    ("Yvonne", "McKay", "yvonne.mckay@contoso.test", "Purchasing Manager", "+1 425 555 0101", 0),
+    ("Paul", "Cannon", "paul.cannon@contoso.test", "Lab Director", None, 0),
+    ("Rene", "Valdes", "rene.valdes@fabrikam.test", "CTO", "+1 206 555 0111", 1),
+    ("Nancy", "Anderson", "nancy.anderson@adventure-works.test", "Buyer", None, 2),
+    ("Maria", "Campbell", "maria.campbell@litware.test", "Office Manager", None, 3),
+    ("Sidney", "Higa", "sidney.higa@northwind.test", "Owner", "+49 170 5555 0141", 4),
+)
 TOPICS = ("Printer is offline", "Cannot sign in", "Refund request", "Invoice missing",
           "Shipping delay", "Password reset", "Export fails", "Dark mode")  # fmt: skip
 
@@ -172,6 +188,23 @@ def _base(entity: str, owned: bool = True) -> tuple[Attr, ...]:
     return common + owner if owned else common
 
 
+# The account's `industrycode` choices, as a new organisation has them.
+INDUSTRIES = ((1, "Accounting"), (2, "Agriculture and Non-petrol Natural Resource Extraction"),
+              (3, "Broadcasting Printing and Publishing"), (4, "Brokers"),
+              (5, "Building Supply Retail"), (6, "Business Services"), (7, "Consulting"),
+              (8, "Consumer Services"), (9, "Design, Direction and Creative Management"),
+              (10, "Distributors, Dispatchers and Processors"),
+              (11, "Doctor's Offices and Clinics"), (12, "Durable Manufacturing"),
+              (13, "Eating and Drinking Places"), (14, "Entertainment Retail"),
+              (15, "Equipment Rental and Leasing"), (16, "Financial"),
+              (17, "Food and Tobacco Processing"), (18, "Inbound Capital Intensive Processing"),
+              (19, "Inbound Repair and Services"), (20, "Insurance"), (21, "Legal Services"),
+              (22, "Non-Durable Merchandise Retail"), (23, "Outbound Consumer Service"),
+              (24, "Petrochemical Extraction and Distribution"), (25, "Service Retail"),
+              (26, "SIG Affiliations"), (27, "Social Services"),
+              (28, "Special Outbound Trade Contractors"), (29, "Specialty Realty"),
+              (30, "Transportation"), (31, "Utility Creation and Distribution"),
+              (32, "Vehicle Retail"), (33, "Wholesale"))  # fmt: skip
 STATE_OF_STATUS = {1: 0, 2: 0, 3: 0, 4: 0, 5: 1, 1000: 1, 6: 2, 2000: 2}
 DEFAULT_STATUS = {0: 1, 1: 5, 2: 6}
 _CASE_STATES = ((0, "Active"), (1, "Resolved"), (2, "Canceled"))
@@ -220,12 +253,40 @@ SYSTEMUSER = Entity("systemuser", "systemusers", "fullname", (*_base("systemuser
     _a("businessunitid", LOOKUP, ""),
 ))
 ACCOUNT = Entity("account", "accounts", "name", (*_base("account"),
-    _a("name", STR, length=160),
+    _a("name", STR, length=160, required="ApplicationRequired"),
     _a("accountnumber", STR, length=20),
-    _a("statecode", STATE, "u", options=((0, "Active"), (1, "Inactive"))),
-))
+    _a("telephone1", STR, length=50),
+    _a("websiteurl", STR, length=200),
+    _a("industrycode", PICK, options=INDUSTRIES),
+    _a("address1_country", STR, length=80),
+    _a("description", MEMO, length=2000),
+    _a("statecode", STATE, "u", options=((0, "Active"), (1, "Inactive")),
+       required="SystemRequired"),
+    _a("statuscode", STATUS, options=((1, "Active"), (2, "Inactive"))),
+    _a("uwf_key", STR, length=100, custom=True),  # the alternate key UWF creates accounts by
+), {"ownerid": ("ownerid", "systemusers")}, alternate_keys=("uwf_key",), writable=True,
+    defaults={"statecode": 0, "statuscode": 1})
+CONTACT = Entity("contact", "contacts", "fullname", (*_base("contact"),
+    _a("firstname", STR, length=50),
+    _a("lastname", STR, length=50, required="ApplicationRequired"),
+    _a("fullname", STR, "", length=160),  # computed from first and last name
+    _a("emailaddress1", STR, length=100),
+    _a("telephone1", STR, length=50),
+    _a("mobilephone", STR, length=50),
+    _a("jobtitle", STR, length=100),
+    _a("description", MEMO, length=2000),
+    _a("parentcustomerid", CUSTOMER, ""),
+    _a("parentcustomeridtype", NAME, ""),
+    _a("statecode", STATE, "u", options=((0, "Active"), (1, "Inactive")),
+       required="SystemRequired"),
+    _a("statuscode", STATUS, options=((1, "Active"), (2, "Inactive"))),
+    _a("uwf_key", STR, length=100, custom=True),  # the alternate key UWF creates contacts by
+), {"ownerid": ("ownerid", "systemusers"),
+    "parentcustomerid_account": ("parentcustomerid", "accounts"),
+    "parentcustomerid_contact": ("parentcustomerid", "contacts")},
+    alternate_keys=("uwf_key",), writable=True, defaults={"statecode": 0, "statuscode": 1})
 # fmt: on
-ENTITIES = {e.set_name: e for e in (INCIDENT, ANNOTATION, SYSTEMUSER, ACCOUNT)}
+ENTITIES = {e.set_name: e for e in (INCIDENT, ANNOTATION, SYSTEMUSER, ACCOUNT, CONTACT)}
 
 
 def _table_sql(entity: Entity) -> str:
@@ -239,6 +300,8 @@ def _table_sql(entity: Entity) -> str:
 
 SCHEMA = "\n".join(map(_table_sql, ENTITIES.values())) + """
 CREATE UNIQUE INDEX IF NOT EXISTS incident_uwf_key ON incident (uwf_key) WHERE uwf_key IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS account_uwf_key ON account (uwf_key) WHERE uwf_key IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS contact_uwf_key ON contact (uwf_key) WHERE uwf_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS annotation_objectid ON annotation (objectid);
 CREATE TABLE IF NOT EXISTS refresh_token (token TEXT PRIMARY KEY, client_id TEXT NOT NULL,
     oid TEXT NOT NULL, issued_at REAL NOT NULL, expires_at REAL NOT NULL);
@@ -500,7 +563,11 @@ def _bind(conn: sqlite3.Connection, entity: Entity, nav: str, value: Any, base: 
     return match.group(1).lower()
 
 
-_TYPE_COLUMN = {"customerid": "customeridtype", "objectid": "objecttypecode"}
+_TYPE_COLUMN = {
+    "customerid": "customeridtype",
+    "objectid": "objecttypecode",
+    "parentcustomerid": "parentcustomeridtype",
+}
 
 
 def validate_changes(
@@ -573,6 +640,21 @@ def _case_rules(current: Mapping[str, Any] | None, changes: dict[str, Any]) -> N
         changes["statuscode"] = DEFAULT_STATUS[state]
 
 
+def _active_inactive_rules(
+    entity: Entity, current: Mapping[str, Any] | None, changes: dict[str, Any]
+) -> None:
+    """Accounts and contacts: status 1 is Active (state 0), status 2 Inactive (state 1)."""
+    state = changes.get("statecode", 0 if current is None else current["statecode"])
+    status = changes.get("statuscode")
+    if status is not None and status - 1 != state:
+        name = ("Active", "Inactive")[state]
+        message = (f"{status} is not a valid status code for state code "
+                   f"{entity.logical.capitalize()}State.{name}.")  # fmt: skip
+        raise _bad(message, "0x80040203")
+    if "statecode" in changes and status is None:
+        changes["statuscode"] = state + 1
+
+
 def write_row(
     conn: sqlite3.Connection, entity: Entity, current: dict[str, Any] | None,
     changes: dict[str, Any], caller: str, key: tuple[str, str] | str | None = None,
@@ -580,6 +662,12 @@ def write_row(
     """Create (``current`` None, under ``key`` if given) or update a row; returns it."""
     if entity is INCIDENT:
         _case_rules(current, changes)
+    elif "statuscode" in entity.attrs:
+        _active_inactive_rules(entity, current, changes)
+    if entity is CONTACT and {"firstname", "lastname"} & changes.keys():
+        merged = {**(current or {}), **changes}
+        names = (merged.get("firstname"), merged.get("lastname"))
+        changes["fullname"] = " ".join(n for n in names if n) or None  # "First Last"
     if "ownerid" in changes:
         changes["owninguser"] = changes["ownerid"]
     stamp = {"modifiedon": utc_iso(), "modifiedby": caller,
@@ -704,9 +792,11 @@ def seed(fresh: FreshSecrets, conn: sqlite3.Connection) -> None:
             "accessmode": 4 if key == "app" else 0, "businessunitid": BUSINESS_UNIT_ID,
             "applicationid": fresh.client_id if key == "app" else None,
             "azureactivedirectoryobjectid": guid("aad", key)})  # fmt: skip
-    for n, name in enumerate(ACCOUNTS):
+    for n, (name, phone, web, industry, country) in enumerate(ACCOUNTS):
         _insert(conn, ACCOUNT, {**stamp, "accountid": guid("account", n), "name": name,
-                                "accountnumber": f"ACC-{1001 + n}", "statecode": 0})  # fmt: skip
+            "accountnumber": f"ACC-{1001 + n}", "telephone1": phone, "websiteurl": web,
+            "industrycode": industry, "address1_country": country, "statecode": 0,
+            "statuscode": 1, "description": f"{name}, a customer since 2024."})  # fmt: skip
     conn.execute("INSERT INTO refresh_token VALUES (?, ?, ?, ?, ?)",
                  (fresh.refresh_token, fresh.client_id, guid("aad", "admin"), now,
                   now + 90 * 86400))  # fmt: skip
@@ -729,3 +819,10 @@ def seed(fresh: FreshSecrets, conn: sqlite3.Connection) -> None:
                 "notetext": "Called the customer and collected the details.",
                 "objecttypecode": "incident", "ownerid": owner, "owninguser": owner,
                 "createdby": owner, "createdon": utc_iso(created + 900)})  # fmt: skip
+    for n, (first, last, email, title, mobile, company) in enumerate(CONTACTS):
+        _insert(conn, CONTACT, {**stamp, "contactid": guid("contact", n), "firstname": first,
+            "lastname": last, "fullname": f"{first} {last}", "emailaddress1": email,
+            "telephone1": ACCOUNTS[company][1], "mobilephone": mobile, "jobtitle": title,
+            "parentcustomerid": guid("account", company), "parentcustomeridtype": "account",
+            "statecode": 0, "statuscode": 1,
+            "createdon": utc_iso(_SEED_EPOCH + 86400 + n * 60)})  # fmt: skip

@@ -7,9 +7,9 @@ Two hosts of the real service live under one mount here:
 - ``/login/{tenant}/oauth2/v2.0/token`` stands in for ``login.microsoftonline.com``: the
   client credentials and refresh token grants, form-urlencoded, with Entra's ``AADSTS`` bodies;
 - ``/api/data/v9.2/…`` is the organisation's Web API: ``incidents`` (with their
-  ``Incident_Annotation`` notes), ``annotations``, ``systemusers``, ``accounts``, ``WhoAmI``
-  and ``EntityDefinitions``, with OData paging, conditional upserts and the per-user service
-  protection limits.
+  ``Incident_Annotation`` notes), ``annotations``, ``systemusers``, ``accounts``,
+  ``contacts``, ``WhoAmI`` and ``EntityDefinitions``, with OData paging, conditional upserts
+  and the per-user service protection limits.
 
 Schema, seed data, JSON shapes, query parsing and validation live in `_dynamics_records`.
 """
