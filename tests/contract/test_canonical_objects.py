@@ -4,7 +4,9 @@ For each built-in connector that declares a canonical `account` or `contact` obj
 sandbox and an example connection), the same round trip runs through the connector spec alone:
 the canonical fields written by `create` read back through `get` in canonical form, an
 `update` is seen by the next `get`, and `lookup` finds the record by its canonical criteria.
-A create sent twice with the same step key makes one record.
+A create sent twice with the same step key makes one record: by nature (an upsert on the step
+key, an idempotency key), or, for a CRM with neither, because the record carries the step key
+and the engine looks for it (`verify`) before sending again a write whose answer was lost.
 
 For each connector that declares a canonical `comment`, a note added to a new case through the
 case's `add_comment` is found by `comment.lookup` on that case, in canonical form, once.
@@ -84,6 +86,19 @@ class Crm:
         result = await self.executor.runtime.call(self.target, spec, context)
         return self.obj.to_canonical(result.result)
 
+    async def resend(self, operation: str, context: dict[str, Any]) -> Any:
+        """Send again as the engine does after a lost answer: a write that is not idempotent
+        is looked for with its `verify` first, and only sent if that finds nothing."""
+        spec = self.obj.operations.get(operation)  # type: ignore[call-overload]
+        assert spec is not None, f"{self.target.spec.id}: no {operation}"
+        if spec.is_idempotent:
+            return await self.call(operation, context)
+        assert spec.verify is not None, f"{self.target.spec.id}: {operation} cannot be resent"
+        native = {**context, "fields": self.obj.to_native(context["fields"])}
+        found, _ = await self.executor.runtime.verify(self.target, spec.verify, native)
+        assert found is not None, f"{self.target.spec.id}: verify misses the first {operation}"
+        return self.obj.to_canonical(found)
+
 
 @asynccontextmanager
 async def _connect(name: str, obj_name: str, tmp_path: Path) -> AsyncIterator[Crm]:
@@ -140,7 +155,7 @@ async def test_create_get_update_lookup(crm: Crm) -> None:
     assert [str(r["id"]) for r in found] == [str(record_id)]
 
     # Sent again with the same step key (a response lost), the create makes no second record.
-    again = await crm.call("create", {"fields": written, "step_key": step_key})
+    again = await crm.resend("create", {"fields": written, "step_key": step_key})
     assert str(again["id"]) == str(record_id)
     found = await crm.call("lookup", {"criteria": _fill(sample["criteria"], tag)})
     assert len(found) == 1

@@ -73,8 +73,8 @@ def session(sandbox: RunningSandbox) -> Iterator[requests.Session]:
 
 
 @pytest.fixture(scope="module")
-def context(session: requests.Session, sandbox: RunningSandbox) -> dict[str, Any]:
-    """What the engine would give the connector's templates, with real sys_ids."""
+def contexts(session: requests.Session, sandbox: RunningSandbox) -> dict[str, dict[str, Any]]:
+    """What the engine would give the connector's templates, by object, with real sys_ids."""
 
     def first(table: str, query: str) -> str:
         url = f"{sandbox.url}/api/now/table/{table}"
@@ -83,9 +83,9 @@ def context(session: requests.Session, sandbox: RunningSandbox) -> dict[str, Any
         return sys_id
 
     alice = first("sys_user", "email=alice@acme.test")
-    return {
-        "record_id": first("incident", "number=INC0010150"),
-        "user_id": alice,
+    incident = first("incident", "number=INC0010150")
+    case = {
+        "record_id": incident,
         "fields": {"priority": "2", "short_description": "Contract test"},
         "criteria": {"email": "alice@acme.test"},
         "body": "Contract note",
@@ -93,6 +93,24 @@ def context(session: requests.Session, sandbox: RunningSandbox) -> dict[str, Any
         "owner_id": alice,
         "step_key": "exec-contract:step",
         "connection": {},
+    }
+    company = first("core_company", "name=Initrode Ltd")
+    return {
+        "case": case,
+        "user": {**case, "record_id": alice},
+        "comment": {**case, "criteria": {"case_id": incident}},
+        "account": {
+            **case,
+            "record_id": company,
+            "fields": {"name": "Contract Co", "phone": "+44 20 7946 0999"},
+            "criteria": {"name": "Initrode Ltd"},
+        },
+        "contact": {
+            **case,
+            "record_id": first("customer_contact", "email=art@vandelay.test"),
+            "fields": {"last_name": "Contract", "email": "c@contract.test", "company": company},
+            "criteria": {"email": "art@vandelay.test"},
+        },
     }
 
 
@@ -125,13 +143,13 @@ def render(
 @pytest.mark.parametrize("name", sorted(CALLS))
 def test_every_connector_request_matches_the_published_table_api(
     name: str,
-    context: dict[str, Any],
+    contexts: dict[str, dict[str, Any]],
     session: requests.Session,
     sandbox: RunningSandbox,
     openapi: OpenAPI,
     published: dict[str, Any],
 ) -> None:
-    ctx = {**context, "record_id": context["user_id"]} if name.startswith("user.") else context
+    ctx = contexts.get(name.split(".")[0], contexts["case"])  # health: any context will do
     method, path, query, body = render(CALLS[name], ctx)
     template = "/api/now/table/{tableName}" + ("/{sys_id}" if path.count("/") == 5 else "")
     declared = {p["name"] for p in published["paths"][template][method.lower()]["parameters"]}

@@ -81,6 +81,19 @@ _SYS = (
     "sys_created_on:glide_date_time sys_created_by:string sys_updated_on:glide_date_time "
     "sys_updated_by:string sys_mod_count:integer sys_tags:string"
 )
+_USER = (
+    """
+    sys_id:GUID user_name:string name:string first_name:string middle_name:string
+    last_name:string email:email title:string department:reference>cmn_department
+    company:reference>core_company location:reference>cmn_location manager:reference>sys_user
+    phone:ph_number mobile_phone:ph_number home_phone:ph_number street:string city:string
+    state:string zip:string country:string active:boolean locked_out:boolean
+    web_service_access_only:boolean internal_integration_user:boolean vip:boolean
+    notification:integer time_zone:string roles:user_roles employee_number:string
+    source:string sys_class_name:sys_class_name sys_domain:domain_id>sys_user_group
+    sys_domain_path:domain_path """
+    + _SYS
+)
 # `name:type` or `name:type>table`; the incident's set is exactly the one of the POST fixture.
 _TABLE_FIELDS = {
     "incident": """
@@ -114,14 +127,22 @@ _TABLE_FIELDS = {
         escalation:integer upon_approval:string correlation_id:string
         location:reference>cmn_location category:string """
     + _SYS,
-    "sys_user": """
-        sys_id:GUID user_name:string name:string first_name:string last_name:string email:email
-        title:string department:reference>cmn_department company:reference>core_company
-        location:reference>cmn_location manager:reference>sys_user phone:ph_number
-        mobile_phone:ph_number active:boolean locked_out:boolean web_service_access_only:boolean
-        internal_integration_user:boolean vip:boolean notification:integer time_zone:string
-        roles:user_roles employee_number:string source:string sys_class_name:sys_class_name
-        sys_domain:domain_id>sys_user_group sys_domain_path:domain_path """
+    "sys_user": _USER,
+    # A contact (Customer Service) extends sys_user: its own columns come after the user's.
+    "customer_contact": _USER
+    + """ account:reference>customer_account agent_status:string u_uwf_key:string""",
+    # Company [core_company]; u_uwf_key is the custom column UWF's creates mark records with.
+    "core_company": """
+        sys_id:GUID name:string street:string city:string state:string zip:string
+        country:string phone:ph_number fax_phone:ph_number website:url notes:string
+        parent:reference>core_company contact:reference>sys_user num_employees:integer
+        customer:boolean vendor:boolean manufacturer:boolean primary:boolean
+        publicly_traded:boolean stock_symbol:string stock_price:string market_cap:currency
+        revenue_per_year:currency profits:currency fiscal_year:glide_date latitude:float
+        longitude:float lat_long_error:string discount:decimal rank_tier:string
+        registration_code:string vendor_manager:glide_list vendor_type:glide_list
+        theme:reference>sys_ui_theme banner_text:translated_html sys_class_name:sys_class_name
+        u_uwf_key:string """
     + _SYS,
     "sys_user_group": """
         sys_id:GUID name:string description:string email:email manager:reference>sys_user
@@ -164,12 +185,20 @@ CHOICES: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
         "approval": (("not requested", "Not Yet Requested"), ("requested", "Requested"),
                      ("approved", "Approved"), ("rejected", "Rejected")),
     },
+    "core_company": {
+        "rank_tier": (("strategic", "Strategic"), ("tactical", "Tactical"),
+                      ("valued", "Valued"), ("other", "Other"), ("blacklist", "Blacklist")),
+    },
 }  # fmt: skip
 # Baseline "Priority Lookup Rules" (dl_u_priority): (impact, urgency) -> priority.
 PRIORITY_MATRIX = {(i, u): str(min(5, int(i) + int(u) - 1)) for i in "123" for u in "123"}
 _DISPLAY_FIELD = {"incident": "number", "sys_user": "name", "sys_user_group": "name",
-                  "sys_choice": "label", "sys_dictionary": "column_label"}  # fmt: skip
-_STORED_AS = {"task": "incident"}  # incident extends task: a task reference may name one
+                  "sys_choice": "label", "sys_dictionary": "column_label",
+                  "core_company": "name", "customer_contact": "name"}  # fmt: skip
+# Table inheritance: a child's records are also its parent's (a contact is a sys_user), and
+# a reference to a table the sandbox does not serve is looked up in the one it extends.
+EXTENDS = {"customer_contact": "sys_user"}
+_STORED_AS = {"task": "incident", "customer_account": "core_company"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,10 +232,21 @@ def _table(name: str, spec: str) -> TableDef:
         fname, _, kind = token.partition(":")
         kind, _, target = kind.partition(">")
         fields[fname] = FieldDef(fname, kind, target or None)
-    return TableDef(name, fields, CHOICES.get(name, {}))
+    choices = {**CHOICES.get(EXTENDS.get(name, ""), {}), **CHOICES.get(name, {})}
+    return TableDef(name, fields, choices)
 
 
 TABLES = {name: _table(name, spec) for name, spec in _TABLE_FIELDS.items()}
+
+
+def family(table: str) -> tuple[str, ...]:
+    """``table`` and the tables extending it: whose records a query on ``table`` sees."""
+    return (table, *(child for child, parent in EXTENDS.items() if parent == table))
+
+
+def lineage(table: str) -> tuple[str, ...]:
+    """``table`` and the tables it extends, nearest first."""
+    return (table, *lineage(EXTENDS[table])) if table in EXTENDS else (table,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,25 +261,37 @@ class Caller:
 # --------------------------------------------------------------------------- storage
 
 
+# A table and those extending it, as one JSON-array parameter: `tbl IN (SELECT ...)`.
+_FAMILY = "tbl IN (SELECT value FROM json_each(?))"
+
+
 def rows(conn: sqlite3.Connection, table: str) -> list[dict[str, str]]:
-    """Every record of ``table``, oldest first."""
-    found = conn.execute("SELECT data FROM records WHERE tbl = ? ORDER BY seq", (table,))
+    """Every record of ``table`` (and of the tables extending it), oldest first."""
+    sql = f"SELECT data FROM records WHERE {_FAMILY} ORDER BY seq"  # noqa: S608 - constant
+    found = conn.execute(sql, (json.dumps(family(table)),))
     return [json.loads(r[0]) for r in found]
 
 
 def get_record(conn: sqlite3.Connection, table: str, sys_id: str) -> dict[str, str] | None:
-    """One record by sys_id, or None."""
-    row = conn.execute(
-        "SELECT data FROM records WHERE tbl = ? AND sys_id = ?", (table, sys_id)
-    ).fetchone()
+    """One record of ``table`` (or of a table extending it) by sys_id, or None."""
+    sql = f"SELECT data FROM records WHERE {_FAMILY} AND sys_id = ?"  # noqa: S608 - constant
+    row = conn.execute(sql, (json.dumps(family(table)), sys_id)).fetchone()
     return None if row is None else dict(json.loads(row[0]))
 
 
+def delete_record(conn: sqlite3.Connection, table: str, sys_id: str) -> None:
+    """Remove a record of ``table`` (or of a table extending it)."""
+    sql = f"DELETE FROM records WHERE {_FAMILY} AND sys_id = ?"  # noqa: S608 - constant
+    conn.execute(sql, (json.dumps(family(table)), sys_id))
+
+
 def _put(conn: sqlite3.Connection, table: str, record: Mapping[str, str]) -> None:
+    # A record keeps its own class: a contact updated through sys_user stays a contact.
+    stored = record.get("sys_class_name", "")
     conn.execute(
         "INSERT INTO records (tbl, sys_id, data) VALUES (?, ?, ?) "
         "ON CONFLICT(tbl, sys_id) DO UPDATE SET data = excluded.data",
-        (table, record["sys_id"], json.dumps(record)),
+        (stored if stored in family(table) else table, record["sys_id"], json.dumps(record)),
     )
 
 
@@ -386,6 +438,44 @@ def _journal_entry(
     _put(conn, "sys_journal_field", entry)
 
 
+def _data_policy_exception(labels: list[str]) -> SnowError:
+    detail = "Data Policy Exception: The following fields are mandatory: " + ", ".join(labels)
+    return failure(403, "Operation Failed", detail)
+
+
+# Data policies of the sandbox instance (an administrator's, not baseline): like every data
+# policy they hold for REST writes too, where dictionary `mandatory` flags alone do not.
+_DATA_POLICIES = {"core_company": ("name",)}
+# Unique indexes, each over its table and the tables extending it. user_name is unique on
+# sys_user; u_uwf_key, UWF's marker column, is declared unique where it is added.
+_UNIQUE = {"sys_user": ("user_name",), "core_company": ("u_uwf_key",),
+           "customer_contact": ("u_uwf_key",)}  # fmt: skip
+
+
+def _common_rules(conn: sqlite3.Connection, table: TableDef, record: dict[str, str],
+                  inserting: bool) -> None:  # fmt: skip
+    """Calculated names, data policies and unique indexes: what any table's write runs."""
+    if "sys_user" in lineage(table.name):
+        # sys_user.name is calculated from the name parts (contacts inherit it).
+        parts = [record[f] for f in ("first_name", "middle_name", "last_name") if record.get(f)]
+        record["name"] = " ".join(parts) if parts else record["name"]
+    missing = [table.fields[f].label for f in _DATA_POLICIES.get(table.name, ())
+               if not record[f].strip()]  # fmt: skip
+    if missing:
+        raise _data_policy_exception(missing)
+    for owner in lineage(table.name):
+        for column in _UNIQUE.get(owner, ()):
+            value = record.get(column, "").casefold()
+            if value and any(other["sys_id"] != record["sys_id"]
+                             and other.get(column, "").casefold() == value
+                             for other in rows(conn, owner)):  # fmt: skip
+                # A unique-index violation aborts the write; the detail names the record.
+                shown = record.get(_DISPLAY_FIELD.get(table.name, "sys_id")) or record["sys_id"]
+                verb = "insert" if inserting else "update"
+                detail = f"Error during {verb} of {table.name} ({shown})"
+                raise failure(403, "Operation Failed", detail)
+
+
 def _incident_rules(record: dict[str, str], before: Mapping[str, str], by: Caller, at: str) -> None:
     """The baseline business rules and data policy the incident table runs on every write."""
     if record["state"] != before.get("state"):
@@ -399,8 +489,7 @@ def _incident_rules(record: dict[str, str], before: Mapping[str, str], by: Calle
     closing = record["state"] in ("6", "7")
     missing = [_LABELS[f] for f in ("close_code", "close_notes") if closing and not record[f]]
     if missing:  # the baseline data policy "Make close info mandatory when resolved or closed"
-        detail = "Data Policy Exception: The following fields are mandatory: "
-        raise failure(403, "Operation Failed", detail + ", ".join(missing))
+        raise _data_policy_exception(missing)
     if closing and not record["resolved_at"]:
         record["resolved_at"], record["resolved_by"] = at, by.sys_id
     if record["state"] == "7" and not record["closed_at"]:
@@ -417,6 +506,16 @@ _INCIDENT_DEFAULTS = {
     "approval": "not requested", "reopen_count": "0", "escalation": "0",
     "upon_approval": "proceed", "category": "inquiry",
 }  # fmt: skip
+_USER_DEFAULTS = {
+    "active": "true", "locked_out": "false", "web_service_access_only": "false", "vip": "false",
+    "internal_integration_user": "false", "notification": "2",
+}  # fmt: skip
+_DEFAULTS: dict[str, dict[str, str]] = {
+    "incident": _INCIDENT_DEFAULTS,
+    "sys_user": _USER_DEFAULTS,
+    "customer_contact": _USER_DEFAULTS,
+    "core_company": dict.fromkeys(("customer", "vendor", "manufacturer", "primary"), "false"),
+}
 _SERVER_FIELDS = frozenset({"sys_created_on", "sys_created_by", "sys_updated_on",
                             "sys_updated_by", "sys_mod_count", "sys_class_name"})  # fmt: skip
 
@@ -440,11 +539,11 @@ def write_record(
     journal = [(k, changes.pop(k)) for k in list(changes)
                if table.fields[k].internal_type == "journal_input"]  # fmt: skip
     if current is None:
-        defaults: dict[str, str] = {}
+        defaults = dict(_DEFAULTS.get(table.name, {}))
         if table.name == "incident":
             number = f"INC{next_id(conn, 'incident_number', 10161):07d}"
-            defaults = {**_INCIDENT_DEFAULTS, "number": number, "task_effective_number": number,
-                        "opened_by": caller.sys_id, "opened_at": at}  # fmt: skip
+            defaults.update(number=number, task_effective_number=number,
+                            opened_by=caller.sys_id, opened_at=at)  # fmt: skip
         record = _fresh(table.name, at, caller.user_name, **{**defaults, **changes})
         record["sys_id"] = record["sys_id"] or new_sys_id()
     else:
@@ -454,6 +553,7 @@ def write_record(
             record.update(sys_updated_on=at, sys_updated_by=caller.user_name, sys_mod_count=count)
     if table.name == "incident":
         _incident_rules(record, current or {}, caller, at)
+    _common_rules(conn, table, record, current is None)
     _put(conn, table.name, record)
     for element, text in journal:
         if text.strip():
@@ -477,6 +577,31 @@ _TOPICS = (  # (short description, category)
     ("Database backup job failed", "database"), ("Password reset request", "inquiry"),
     ("Payroll report shows error 500", "software"), ("Wi-Fi drops in building B", "network"),
 )  # fmt: skip
+COMPANIES = (  # (name, country, city, phone, website, notes)
+    ("Initrode Ltd", "United Kingdom", "London", "+44 20 7946 0100", "https://initrode.test",
+     "Managed print and desktop support since 2019."),
+    ("Penetrode Inc", "USA", "Austin", "+1 512 555 0142", "https://penetrode.test",
+     "Network operations; 24x7 contract."),
+    ("Vandelay Industries", "USA", "New York", "+1 212 555 0199", "https://vandelay.test",
+     "Importer and exporter; VIP escalations go to the account manager."),
+    ("Globochem GmbH", "Germany", "Hamburg", "+49 40 5555 0123", "https://globochem.test", ""),
+)  # fmt: skip
+CONTACTS = (  # (company, first, last, email, title, phone, mobile)
+    ("Initrode Ltd", "Peter", "Gibbons", "peter.gibbons@initrode.test", "Programmer",
+     "+44 20 7946 0101", "+44 7700 900101"),
+    ("Initrode Ltd", "Joanna", "Lumbergh", "joanna.lumbergh@initrode.test", "IT Manager",
+     "+44 20 7946 0102", ""),
+    ("Penetrode Inc", "Samir", "Nagheenanajar", "samir@penetrode.test", "Network Engineer",
+     "+1 512 555 0143", "+1 512 555 0144"),
+    ("Vandelay Industries", "Art", "Vandelay", "art@vandelay.test", "CEO",
+     "+1 212 555 0100", "+1 917 555 0100"),
+    ("Vandelay Industries", "George", "Costanza", "george.costanza@vandelay.test",
+     "Latex Salesman", "+1 212 555 0101", ""),
+    ("Globochem GmbH", "Greta", "Schmidt", "greta.schmidt@globochem.test", "Head of IT",
+     "+49 40 5555 0124", "+49 151 5555 0124"),
+)  # fmt: skip
+# Mandatory in the dictionary (a flag forms enforce; REST writes only meet data policies).
+_MANDATORY = {("incident", "short_description"), ("core_company", "name")}
 _DROPDOWN_WITHOUT_NONE = ("state", "incident_state", "impact", "urgency", "priority")
 
 
@@ -553,20 +678,23 @@ def _seed_incidents(conn: sqlite3.Connection) -> None:
 
 
 def _seed_dictionary(conn: sqlite3.Connection, at: str) -> None:
-    for table in ("incident", "sys_user", "sys_user_group"):
+    for table in ("incident", "sys_user", "sys_user_group", "core_company", "customer_contact"):
         definition = TABLES[table]
+        inherited = TABLES[EXTENDS[table]].fields if table in EXTENDS else {}
         for name, fdef in definition.fields.items():
-            choices = definition.choices.get(name, ())
+            if name in inherited:
+                continue  # the dictionary keeps a column once, on the table that defines it
+            choices = CHOICES.get(table, {}).get(name, ())
             is_display = _DISPLAY_FIELD.get(table) == name
             _put(conn, "sys_dictionary", _fresh(
                 "sys_dictionary", at, "system", sys_id=_sys_id("sys_dictionary", table, name),
                 name=table, element=name, column_label=fdef.label, active="true",
                 internal_type=fdef.internal_type, reference=fdef.target or "",
-                max_length="4000" if name in ("description", "close_notes") else "40",
-                mandatory=str((table, name) == ("incident", "short_description")).lower(),
+                max_length="4000" if name in ("description", "close_notes", "notes") else "40",
+                mandatory=str((table, name) in _MANDATORY).lower(),
                 read_only=str(name.startswith("sys_")).lower(), display=str(is_display).lower(),
                 choice="3" if name in _DROPDOWN_WITHOUT_NONE else "1" if choices else "0",
-                default_value=_INCIDENT_DEFAULTS.get(name, "") if table == "incident" else "",
+                default_value=_DEFAULTS.get(table, {}).get(name, ""),
             ))  # fmt: skip
             for n, (value, label) in enumerate(choices):
                 _put(conn, "sys_choice", _fresh(
@@ -576,8 +704,26 @@ def _seed_dictionary(conn: sqlite3.Connection, at: str) -> None:
                 ))  # fmt: skip
 
 
+def _seed_customers(conn: sqlite3.Connection, at: str) -> None:
+    admin = Caller(ADMIN_SYS_ID, ADMIN_USER, "System Administrator")
+    for name, country, city, phone, website, notes in COMPANIES:
+        body = {"sys_id": _sys_id("core_company", name), "name": name, "country": country,
+                "city": city, "phone": phone, "website": website, "notes": notes,
+                "customer": "true"}  # fmt: skip
+        write_record(conn, TABLES["core_company"], None, body, admin, at)
+    for company, first, last, email, title, phone, mobile in CONTACTS:
+        user_name = f"{first}.{last}".lower()
+        body = {"sys_id": _sys_id("customer_contact", user_name), "user_name": user_name,
+                "first_name": first, "last_name": last, "email": email, "title": title,
+                "phone": phone, "mobile_phone": mobile,
+                "company": _sys_id("core_company", company),
+                "account": _sys_id("core_company", company)}  # fmt: skip
+        write_record(conn, TABLES["customer_contact"], None, body, admin, at)
+
+
 def seed(conn: sqlite3.Connection) -> None:
-    """Users, groups, 60 incidents (INC0010101-INC0010160), their journals and the dictionary.
+    """Users, groups, 60 incidents (INC0010101-INC0010160), their journals, companies and
+    their contacts, and the dictionary.
 
     Runs once, after `make_credentials`, so the admin's password and the dev OAuth tokens
     from the stored credentials are valid from the first start.
@@ -589,6 +735,7 @@ def seed(conn: sqlite3.Connection) -> None:
         "INSERT INTO user_passwords VALUES (?, ?)", (ADMIN_USER, hash_password(creds["password"]))
     )
     _seed_incidents(conn)
+    _seed_customers(conn, at)
     _seed_dictionary(conn, at)
     # The dev tokens carry grant "dev": password grants never hand them out or re-arm them.
     expires = time.time() + _DEV_TOKEN_TTL

@@ -497,7 +497,7 @@ class _ServiceNowApi:
 
         def work(conn: sqlite3.Connection, sys_id: str) -> None:
             _existing(conn, table, sys_id)
-            conn.execute("DELETE FROM records WHERE tbl = ? AND sys_id = ?", (table.name, sys_id))
+            snow.delete_record(conn, table.name, sys_id)
 
         await self.store.run(work, request.path_params["sys_id"])
         mark_write(request)
