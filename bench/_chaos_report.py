@@ -19,6 +19,7 @@ class Report:
     accepted: int = 0
     not_accepted: int = 0
     idempotent_replays: int = 0  # submissions retried after an error, answered from the key
+    api_throttled: int = 0  # submissions the API answered 429 (its per-caller limit), then resent
     succeeded: int = 0
     failed: int = 0
     dead: int = 0
@@ -72,6 +73,7 @@ def markdown(r: Report) -> str:
     enforced = "enforced" if r.crm_limits == "enforced" else "not enforced in this run"
     rows = [
         ("accepted", f"{r.accepted} / {r.actions}"),
+        ("submissions the API answered 429 (per-caller limit), sent again", r.api_throttled),
         ("succeeded", r.succeeded),
         ("failed", r.failed),
         ("dead", r.dead),

@@ -202,7 +202,7 @@ class Chaos:
     async def submit(self, api: httpx.AsyncClient, action: Action) -> None:
         """POST the action, retrying with the same Idempotency-Key until it is accepted."""
         body = {"workflow": "escalate_case", "input": action.input}
-        for attempt in range(20):
+        for attempt in range(200):
             try:
                 response = await api.post(
                     "/v1/tenants/acme/actions", json=body, headers={"Idempotency-Key": action.key}
@@ -214,6 +214,11 @@ class Chaos:
                 if response.headers.get("Idempotent-Replayed") == "true":
                     self.report.idempotent_replays += 1
                 return
+            if response is not None and response.status_code == 429:
+                # The API's per-caller rate limit: wait as told, then send it again.
+                self.report.api_throttled += 1
+                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                continue
             if response is not None and response.status_code < 500:
                 detail = response.text[:300]
                 print(f"! action {action.index} refused: {detail}", file=sys.stderr)

@@ -6,6 +6,7 @@ responses lost after the write was committed.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from tests.conftest import ACME_EXAMPLES as EXAMPLES
 from tests.engine_harness import EngineHarness, fast_retries
 from tests.sandbox_server import RunningSandbox, serve_sandbox
+from uwf.connectors import LimitsSpec
 from uwf.metadata import load_directory
 from uwf.service import make_executor
 from uwf.settings import Settings
@@ -322,3 +324,73 @@ async def test_a_steps_own_timeout_wins_over_the_connections(
     harness.sandbox.control(latency_ms=0)
     fine = await harness.execute("escalate_case", {"case_id": 36, "priority": "P1"})
     assert fine.status == "succeeded"
+
+
+async def _crashed_while_sending(harness: Harness, text: str, case_id: int, attempts: int) -> str:
+    """A note whose worker died after `sending` (attempt `attempts`), before any answer."""
+    eid = await harness.submit("note_only", {"case_id": case_id, "text": text})
+    assert len(await harness.store.claim("dead-worker", 1, lease_seconds=0.1)) == 1
+    await harness.store.save_step(
+        eid, "dead-worker", StepRun("note", 0, "sending", attempts=attempts)
+    )
+    return eid
+
+
+async def test_a_lost_response_on_the_last_attempt_is_still_checked(
+    harness: Harness, metadata_dir: Path
+) -> None:
+    """No attempt left is no reason to give up on a write that may have happened."""
+    workflow = metadata_dir / "note_only.yaml"
+    workflow.write_text(workflow.read_text() + "    retry: {max_attempts: 1}\n")
+    harness.version, _ = await harness.store.apply_metadata(load_directory(metadata_dir), "t")
+    harness.sandbox.control(drop_after_write_rate=1.0)
+    eid = await harness.submit("note_only", {"case_id": 36, "text": "last attempt lost"})
+    await harness.run()
+    harness.sandbox.reset()
+
+    execution = await harness.store.get_execution(eid)
+    [run] = await harness.store.step_runs(eid)
+    assert execution is not None
+    assert execution.status == "succeeded", execution.error
+    assert run.attempts == 1
+    assert run.response is not None
+    assert run.response["verified"] is True
+    assert len(harness.comments(36, "last attempt lost")) == 1
+
+
+async def test_a_write_checked_and_not_found_with_no_attempt_left_is_dead_not_resent(
+    harness: Harness,
+) -> None:
+    eid = await _crashed_while_sending(harness, "never landed", 37, attempts=3)
+    await harness.run()
+
+    execution = await harness.store.get_execution(eid)
+    assert execution is not None
+    assert execution.status == "dead"
+    assert execution.error is not None
+    assert execution.error["type"] == "retries_exhausted"
+    assert "checked" in execution.error["message"]
+    assert execution.input == {"case_id": 37, "text": "never landed"}
+    assert harness.comments(37, "never landed") == []
+
+
+async def test_checking_a_write_counts_against_the_connection_and_learns_from_a_429(
+    harness: Harness,
+) -> None:
+    """The look-up after a lost response is a request like any other: a 429 pauses the CRM."""
+    eid = await _crashed_while_sending(harness, "checked under a 429", 38, attempts=1)
+    harness.sandbox.control(error_rates={"429": 1.0})
+    await asyncio.sleep(0.2)  # the dead worker's lease runs out
+    [claimed] = await harness.store.claim(harness.executor.owner, 1, 30)
+    await harness.executor._interpreter.run(claimed, harness.executor.owner)
+    requests = harness.sandbox.stats()["by_status"]
+
+    execution = await harness.store.get_execution(eid)
+    assert execution is not None
+    assert execution.error is not None
+    assert execution.error["type"] == "verifying"
+    assert requests == {"429": 1}  # the check was sent, and nothing was written
+    governor = harness.executor._interpreter._governor
+    admission = await governor.admit("acme-zendesk", LimitsSpec())
+    assert admission.wait > 0
+    assert "429" in (admission.reason or "")

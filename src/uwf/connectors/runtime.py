@@ -16,10 +16,11 @@ How a failure is classified (the engine decides what to do with each class):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -39,7 +40,12 @@ from uwf.errors import (
 )
 from uwf.mapping import ValueMap
 
-__all__ = ["CallResult", "ConnectorRuntime", "Target", "parse_retry_after"]
+__all__ = ["CallResult", "ConnectorRuntime", "Gate", "Target", "parse_retry_after"]
+
+# One request's answer and its record, as `_send` returns them.
+Sent = tuple[dict[str, Any], dict[str, Any]]
+# Sends one request on the caller's terms (its budgets): given the send, returns its answer.
+Gate = Callable[[Callable[[], Awaitable[Sent]]], Awaitable[Sent]]
 
 MAX_RECORDED_BODY = 64 * 1024
 _REJECTED_BEFORE_PROCESSING = frozenset({429, 503})
@@ -180,9 +186,17 @@ class ConnectorRuntime:
         return CallResult(response["request"], response["response"], result)
 
     async def verify(
-        self, target: Target, verify: VerifySpec, context: dict[str, Any]
+        self,
+        target: Target,
+        verify: VerifySpec,
+        context: dict[str, Any],
+        gate: Gate | None = None,
     ) -> tuple[Any, dict[str, Any]]:
-        """Look for the record a lost write would have made; returns (match or None, record)."""
+        """Look for the record a lost write would have made; returns (match or None, record).
+
+        `gate`, when given, sends each request (each page) for the caller, so that checking
+        counts against the connection's budgets like any other request.
+        """
         ctx = {**context, "connection": dict(target.config)}
         compiled = verify.compiled
         try:
@@ -196,7 +210,8 @@ class ConnectorRuntime:
         for page in pages if verify.page_param else [None]:
             if page is not None:
                 query = {**query, str(verify.page_param): str(page)}
-            answer, record = await self._send(target, verify.method, path, query, {}, body, True)
+            send = functools.partial(self._send, target, verify.method, path, query, {}, body, True)
+            answer, record = await (gate(send) if gate is not None else send())
             items = compiled["items"].evaluate({**answer, "input": ctx}) or []
             for item in items if isinstance(items, list) else []:
                 if _same(compiled["marker"].evaluate(item), expected):

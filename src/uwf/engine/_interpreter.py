@@ -8,15 +8,17 @@ may have been sent is checked (`verify`) or re-sent only when sending twice is h
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from uwf.auth import Vault, VaultError, has_sensitive, redact, sensitive_values, unseal_sensitive
-from uwf.connectors import OperationSpec
-from uwf.connectors.runtime import ConnectorRuntime, Target
+from uwf.connectors import LimitsSpec, OperationSpec
+from uwf.connectors.runtime import ConnectorRuntime, Sent, Target
 from uwf.engine._flow import Outcome, Walk, compiled_expression, compiled_value
 from uwf.engine._lookups import LookupCache
 from uwf.engine._targets import TargetResolver
@@ -33,10 +35,25 @@ from uwf.mapping import (
     ValueMap,
     is_truthy,
 )
-from uwf.metadata import STEP_OPERATION, ActionStep, MetadataBundle, RetrySpec, WorkflowSpec
+from uwf.metadata import (
+    STEP_OPERATION,
+    ActionStep,
+    MetadataBundle,
+    RetrySpec,
+    WorkflowSpec,
+)
 from uwf.store import Execution, StepRun, Store, utcnow
 
 __all__ = ["Interpreter"]
+
+
+class _Throttled(Exception):
+    """The connection's budget says not now (raised by the gate before anything is sent)."""
+
+    def __init__(self, wait: float, reason: str) -> None:
+        super().__init__(reason)
+        self.wait, self.reason = wait, reason
+
 
 _STEP_INPUTS = ("record_id", "fields", "criteria", "body", "public", "owner_id")
 
@@ -244,13 +261,27 @@ class Interpreter:
         canonical = obj.to_canonical if operation_name != "add_comment" else _same
         if run.status in ("sending", "outcome_unknown") and not operation.is_idempotent:
             # The request may have reached the CRM before we lost track of it.
-            found = await self._verify(execution, owner, target, operation, op_context, run)
+            limits = connection.limits or target.spec.limits
+            found = await self._verify(
+                execution, owner, target, operation, op_context, run, (conn_name, limits)
+            )
             if isinstance(found, Outcome):
                 return found
             if found is not None:
                 self._done(run, context, step, canonical(found), inputs)
                 await self._save(execution.id, owner, run)
                 return None
+            retry = step.retry or connection.retry
+            if run.attempts >= retry.max_attempts:
+                # Not written, and no attempt left: dead, with the payload, never sent again.
+                run.status, run.finished_at = "failed", utcnow()
+                await self._save(execution.id, owner, run)
+                return fail(
+                    "dead",
+                    "retries_exhausted",
+                    f"gave up after {run.attempts} attempts; the CRM was checked and has no "
+                    f"trace of the last one: {(run.error or {}).get('message', 'no answer')}",
+                )
 
         cache_key = LookupCache.key(execution.metadata_version, connection, step, inputs)
         cached = self._lookups.get(cache_key) if cache_key is not None else None
@@ -315,14 +346,7 @@ class Interpreter:
                 try:
                     result = await self._runtime.call(target, operation, op_context, value_maps)
                 except ConnectorError as exc:
-                    await self._governor.observe(
-                        conn_name,
-                        limits,
-                        target.spec.rate_limit,
-                        exc.status,
-                        (exc.response or {}).get("headers") or {},
-                        getattr(exc, "retry_after", None),
-                    )
+                    await self._observe_failure(conn_name, limits, target, exc)
                     raise
                 await self._governor.observe(
                     conn_name,
@@ -361,7 +385,9 @@ class Interpreter:
             self._record_failure(run, exc)
             run.status = "outcome_unknown"
             await self._save(execution.id, owner, run)
-            if operation.verify is not None and run.attempts < retry.max_attempts:
+            if operation.verify is not None:
+                # Checked before anything else happens; whether it may be sent again (attempts
+                # left) is decided only if the check finds nothing.
                 delay = _backoff(retry, run.attempts, None)
                 await self._reschedule(
                     execution.id,
@@ -406,8 +432,12 @@ class Interpreter:
         operation: OperationSpec,
         op_context: dict[str, Any],
         run: StepRun,
+        budget: tuple[str, LimitsSpec],
     ) -> Any:
-        """Returns the found record, an `Outcome` that ends the step, or None to send again."""
+        """Returns the found record, an `Outcome` that ends the step, or None to send again.
+
+        `budget` names the connection and the limits its check counts against.
+        """
         if operation.verify is None:
             run.status, run.finished_at = "outcome_unknown", utcnow()
             run.error = {
@@ -417,8 +447,30 @@ class Interpreter:
             }
             await self._save(execution.id, owner, run)
             return Outcome("dead", error={**run.error, "step": run.step_id})
+        conn_name, limits = budget
         try:
-            found, record = await self._runtime.verify(target, operation.verify, op_context)
+            found, record = await self._runtime.verify(
+                target,
+                operation.verify,
+                op_context,
+                gate=functools.partial(self._governed, conn_name, limits, target),
+            )
+        except _Throttled as exc:
+            # The check waits for the connection's budget like any request, using no attempt.
+            await self._reschedule(
+                execution.id,
+                owner,
+                utcnow() + timedelta(seconds=exc.wait),
+                {
+                    "type": "throttled",
+                    "step": run.step_id,
+                    "connection": conn_name,
+                    "message": f"checking waits {exc.wait:.1f} s: {exc.reason}",
+                    "retry_in_seconds": round(exc.wait, 3),
+                },
+                runs=self._pending.pop(execution.id, []),
+            )
+            return Outcome("rescheduled")
         except RetryableError as exc:
             # Checking is bounded like sending: give up (dead, payload kept) after as many tries.
             checks = int((run.error or {}).get("verify_attempts", 0)) + 1
@@ -471,6 +523,44 @@ class Interpreter:
             return None
         run.response = {"verified": True, **record["response"]}
         return found
+
+    async def _governed(
+        self,
+        conn_name: str,
+        limits: LimitsSpec,
+        target: Target,
+        send: Callable[[], Awaitable[Sent]],
+    ) -> Sent:
+        """Send one request within the connection's budgets and learn from its answer."""
+        admission = await self._governor.admit(conn_name, limits)
+        if admission.wait > 0:
+            raise _Throttled(admission.wait, admission.reason or "budget used")
+        async with self._governor.slot(conn_name, limits, admission):
+            try:
+                answer, record = await send()
+            except ConnectorError as exc:
+                await self._observe_failure(conn_name, limits, target, exc)
+                raise
+            await self._governor.observe(
+                conn_name,
+                limits,
+                target.spec.rate_limit,
+                answer.get("status"),
+                answer.get("headers") or {},
+            )
+        return answer, record
+
+    async def _observe_failure(
+        self, conn_name: str, limits: LimitsSpec, target: Target, exc: ConnectorError
+    ) -> None:
+        await self._governor.observe(
+            conn_name,
+            limits,
+            target.spec.rate_limit,
+            exc.status,
+            (exc.response or {}).get("headers") or {},
+            getattr(exc, "retry_after", None),
+        )
 
     def _done(
         self,
