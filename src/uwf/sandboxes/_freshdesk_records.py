@@ -27,12 +27,12 @@ from uwf.sandboxes._common import Json, utc_iso
 from uwf.sandboxes._store import get_meta, next_id
 
 __all__ = [
-    "ADMIN_EMAIL", "AGENTS", "CONTACTS", "CUSTOM_FIELDS", "DOMAIN", "GROUPS", "PRIORITIES",
-    "QUICKSTART_TICKET", "SCHEMA", "STATUSES", "TYPES", "FreshdeskError", "agent_json", "as_html",
-    "contact_json", "error", "hash_secret", "insert_note", "insert_ticket", "invalid_field",
-    "make_credentials", "matches", "note_json", "parse_query", "plain_text", "request_error",
-    "seed", "ticket_fields_json", "ticket_json", "ticket_row", "validate_note", "validate_ticket",
-    "validation_failed",
+    "ADMIN_EMAIL", "AGENTS", "CONTACTS", "CUSTOM_FIELDS", "DOMAIN", "GROUPS", "MAX_STRING",
+    "PRIORITIES", "QUICKSTART_TICKET", "SCHEMA", "STATUSES", "TYPES", "FreshdeskError",
+    "agent_json", "as_html", "error", "hash_secret", "insert_note", "insert_ticket",
+    "invalid_field", "make_credentials", "matches", "mismatch", "not_included", "note_json",
+    "parse_query", "plain_text", "request_error", "seed", "ticket_fields_json", "ticket_json",
+    "ticket_row", "too_long", "validate_note", "validate_ticket", "validation_failed",
 ]  # fmt: skip
 
 DOMAIN = "uwf-sandbox.freshdesk.com"
@@ -242,18 +242,6 @@ def agent_json(row: Mapping[str, Any]) -> Json:
     }  # fmt: skip
 
 
-def contact_json(row: Mapping[str, Any]) -> Json:
-    """A ``contacts`` row as ``/contacts`` returns it."""
-    return {
-        "active": bool(row["active"]), "address": None, "company_id": None,
-        "description": None, "email": row["email"], "id": row["id"], "job_title": None,
-        "language": "en", "mobile": None, "name": row["name"], "phone": None,
-        "time_zone": "UTC", "twitter_id": None, "custom_fields": {}, "facebook_id": None,
-        "unique_external_id": None, "other_emails": [], "tags": [],
-        "created_at": row["created_at"], "updated_at": row["updated_at"],
-    }  # fmt: skip
-
-
 def ticket_fields_json() -> list[Json]:
     """``GET /ticket_fields``: the default fields with their choices, then the custom ones."""
     at = utc_iso(_SEED_EPOCH)
@@ -332,7 +320,8 @@ def seed(conn: sqlite3.Connection) -> None:
     for cid, name, email in CONTACTS:
         password = hash_secret(creds["contact_password"]) if cid == CONTACTS[0][0] else None
         conn.execute(
-            "INSERT INTO contacts VALUES (?, ?, ?, ?, 1, ?, ?)",
+            "INSERT INTO contacts (id, name, email, password_hash, active, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, 1, ?, ?)",
             (cid, name, email, password, at, at),
         )
     conn.executemany("INSERT INTO groups VALUES (?, ?)", GROUPS)
@@ -540,7 +529,11 @@ def _contact_for(conn: sqlite3.Connection, email: str, name: Any) -> int:
     contact_id, now = next_id(conn, "contact", 43000001001), utc_iso()
     label = name if isinstance(name, str) and name else email.split("@")[0]
     values = (contact_id, label, email, now, now)
-    conn.execute("INSERT INTO contacts VALUES (?, ?, ?, NULL, 1, ?, ?)", values)
+    conn.execute(
+        "INSERT INTO contacts (id, name, email, password_hash, active, created_at, updated_at) "
+        "VALUES (?, ?, ?, NULL, 1, ?, ?)",
+        values,
+    )
     return contact_id
 
 

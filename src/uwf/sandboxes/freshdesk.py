@@ -30,16 +30,30 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from uwf.sandboxes._common import Json, public_base_url, utc_iso
+from uwf.sandboxes._freshdesk_customers import (
+    CUSTOMERS_SCHEMA,
+    company_fields_json,
+    company_json,
+    company_row,
+    contact_fields_json,
+    contact_json,
+    contact_row,
+    save_company,
+    save_contact,
+    seed_customers,
+    upgrade_contacts,
+    word_prefixes_match,
+)
 from uwf.sandboxes._freshdesk_records import (
     ADMIN_EMAIL,
     AGENTS,
+    CONTACTS,
     DOMAIN,
     QUICKSTART_TICKET,
     SCHEMA,
     FreshdeskError,
     agent_json,
     as_html,
-    contact_json,
     error,
     hash_secret,
     insert_note,
@@ -415,41 +429,131 @@ class _FreshdeskApi:
 
     # ----------------------------------------------------------------- people and fields
 
-    async def list_people(self, request: Request) -> Response:
+    async def list_agents(self, request: Request) -> Response:
         await self.authenticate(request)
-        table = "agents" if request.url.path.endswith("/agents") else "contacts"
-        filters = {"email", "mobile", "phone", "state"}
-        if table == "contacts":
-            filters |= {"company_id", "updated_since", "unique_external_id"}
-        _check_params(request, filters | {"page", "per_page"})
+        _check_params(request, {"email", "mobile", "phone", "state", "page", "per_page"})
         page, per_page = _page_params(request)
         self._budget("list_limit")
         where, args = "1", tuple[str, ...]()
         if (email := request.query_params.get("email")) is not None:
             where, args = "email = ?", (email,)
-        for name in ("mobile", "phone", "company_id", "unique_external_id"):
-            if name in request.query_params:
-                where = "0"  # nobody here has a phone, a company or an external id
-        if request.query_params.get("state") not in (None, "fulltime", "verified"):
-            where = "0"  # every seeded agent is full-time and every contact verified
-        rows, more = await self.store.run(_fetch, table, where, args, "id", page, per_page)
-        shape = agent_json if table == "agents" else contact_json
-        return JSONResponse([shape(r) for r in rows], headers=_link(request, page, more))
+        if "mobile" in request.query_params or "phone" in request.query_params:
+            where = "0"  # no seeded agent has a phone
+        if request.query_params.get("state") not in (None, "fulltime"):
+            where = "0"  # every seeded agent is full-time
+        rows, more = await self.store.run(_fetch, "agents", where, args, "id", page, per_page)
+        return JSONResponse([agent_json(r) for r in rows], headers=_link(request, page, more))
 
-    async def show_person(self, request: Request) -> Response:
+    async def show_agent(self, request: Request) -> Response:
         caller = await self.authenticate(request)
-        table = "contacts" if "/contacts/" in request.url.path else "agents"
         record_id = request.path_params.get("id", caller.agent_id)
 
         def work(conn: sqlite3.Connection) -> dict[str, Any]:
-            sql = f"SELECT * FROM {table} WHERE id = ?"  # noqa: S608 - literal table names
+            sql = "SELECT * FROM agents WHERE id = ?"
             row = conn.execute(sql, (min(record_id, 2**63 - 1),)).fetchone()
             if row is None:
                 raise FreshdeskError(404, None)
             return dict(row)
 
-        row = await self.store.run(work)
-        return JSONResponse(agent_json(row) if table == "agents" else contact_json(row))
+        return JSONResponse(agent_json(await self.store.run(work)))
+
+    # ----------------------------------------------------------------- contacts and companies
+
+    async def list_contacts(self, request: Request) -> Response:
+        """Contacts by name; each filter is an exact match (email without case)."""
+        await self.authenticate(request)
+        filters = ("email", "mobile", "phone", "company_id", "unique_external_id")
+        allowed = {*filters, "state", "updated_since", "page", "per_page"}
+        _check_params(request, allowed)
+        page, per_page = _page_params(request)
+        self._budget("list_limit")
+        query = request.query_params
+        where, args = ["1"], list[Any]()
+        for name in filters:
+            if (value := query.get(name)) is not None:
+                where.append(f"{name} = ?")
+                args.append(int(value) if name == "company_id" and value.isdigit() else value)
+        if since := query.get("updated_since"):
+            where.append("updated_at >= ?")
+            args.append(_iso_since(since, "updated_since"))
+        state = query.get("state")
+        if state not in (None, "verified", "unverified", "blocked", "deleted"):
+            choices = "verified,unverified,deleted,blocked"
+            raise validation_failed([error("state", _one_of(choices))])
+        if state not in (None, "verified"):
+            where.append("0")  # every contact here is verified; none is blocked or deleted
+        rows, more = await self.store.run(
+            _fetch, "contacts", " AND ".join(where), tuple(args), "name, id", page, per_page
+        )
+        return JSONResponse([contact_json(r) for r in rows], headers=_link(request, page, more))
+
+    async def show_contact(self, request: Request) -> Response:
+        await self.authenticate(request)
+        row = await self.store.run(contact_row, request.path_params["id"])
+        return JSONResponse(contact_json(row))
+
+    async def save_contact(self, request: Request) -> Response:
+        """``POST /contacts`` (201 with ``Location``) and ``PUT /contacts/{id}`` (200)."""
+        await self.authenticate(request)
+        contact_id = request.path_params.get("id")
+        body = await _json_body(request)
+        row = await self.store.run(save_contact, body, contact_id)
+        mark_write(request)
+        if contact_id is not None:
+            return JSONResponse(contact_json(row))
+        location = f"{public_base_url(request)}/api/v2/contacts/{row['id']}"
+        return JSONResponse(contact_json(row), 201, {"Location": location})
+
+    async def list_companies(self, request: Request) -> Response:
+        await self.authenticate(request)
+        _check_params(request, {"page", "per_page"})
+        page, per_page = _page_params(request)
+        self._budget("list_limit")
+        rows, more = await self.store.run(_fetch, "companies", "1", (), "id", page, per_page)
+        return JSONResponse([company_json(r) for r in rows], headers=_link(request, page, more))
+
+    async def show_company(self, request: Request) -> Response:
+        await self.authenticate(request)
+        row = await self.store.run(company_row, request.path_params["id"])
+        return JSONResponse(company_json(row))
+
+    async def save_company(self, request: Request) -> Response:
+        """``POST /companies`` (201 with ``Location``) and ``PUT /companies/{id}`` (200)."""
+        await self.authenticate(request)
+        company_id = request.path_params.get("id")
+        body = await _json_body(request)
+        row = await self.store.run(save_company, body, company_id)
+        mark_write(request)
+        if company_id is not None:
+            return JSONResponse(company_json(row))
+        location = f"{public_base_url(request)}/api/v2/companies/{row['id']}"
+        return JSONResponse(company_json(row), 201, {"Location": location})
+
+    async def autocomplete_companies(self, request: Request) -> Response:
+        """``{"companies": [{"id", "name"}]}``: names with a word starting with each word typed."""
+        await self.authenticate(request)
+        _check_params(request, {"name"})
+        typed = request.query_params.get("name")
+        if not typed:
+            missing = error("name", "It should be a/an String", "missing_field")
+            raise validation_failed([missing])
+
+        def work(conn: sqlite3.Connection) -> list[Json]:
+            rows = conn.execute("SELECT id, name FROM companies ORDER BY name, id")
+            return [{"id": r["id"], "name": r["name"]} for r in rows]
+
+        found = [c for c in await self.store.run(work) if word_prefixes_match(typed, c["name"])]
+        return JSONResponse({"companies": found})
+
+    async def company_fields(self, request: Request) -> Response:
+        await self.authenticate(request)
+        _check_params(request, set())
+        return JSONResponse(company_fields_json())
+
+    async def contact_fields(self, request: Request) -> Response:
+        await self.authenticate(request)
+        _check_params(request, set())
+        return JSONResponse(contact_fields_json())
 
     async def ticket_fields(self, request: Request) -> Response:
         await self.authenticate(request)
@@ -516,13 +620,22 @@ class _ResponseHeaders:
         await self.app(scope, receive, add)
 
 
+def _seed(conn: sqlite3.Connection) -> None:
+    upgrade_contacts(conn)
+    seed(conn)
+    seed_customers(conn, CONTACTS)
+
+
 def _open_store(home: Path) -> SandboxStore:
-    return SandboxStore(
+    store = SandboxStore(
         home / "sandboxes" / "freshdesk.sqlite3",
-        schema=SCHEMA,
-        seed=seed,
+        schema=SCHEMA + CUSTOMERS_SCHEMA,
+        seed=_seed,
         make_credentials=make_credentials,
     )
+    # A file made before companies existed: its contacts gain their new columns.
+    store.transact(upgrade_contacts)
+    return store
 
 
 def _error_response(request: Request, exc: Exception) -> Response:
@@ -563,12 +676,21 @@ def create_app(home: Path) -> SandboxApp:
         ("/api/v2/tickets/{id:int}/conversations", api.list_conversations, "GET"),
         ("/api/v2/tickets/{id:int}/notes", api.create_note, "POST"),
         ("/api/v2/search/tickets", api.search_tickets, "GET"),
-        ("/api/v2/agents", api.list_people, "GET"),
-        ("/api/v2/agents/me", api.show_person, "GET"),
-        ("/api/v2/agents/{id:int}", api.show_person, "GET"),
-        ("/api/v2/contacts", api.list_people, "GET"),
-        ("/api/v2/contacts/{id:int}", api.show_person, "GET"),
+        ("/api/v2/agents", api.list_agents, "GET"),
+        ("/api/v2/agents/me", api.show_agent, "GET"),
+        ("/api/v2/agents/{id:int}", api.show_agent, "GET"),
+        ("/api/v2/contacts", api.list_contacts, "GET"),
+        ("/api/v2/contacts", api.save_contact, "POST"),
+        ("/api/v2/contacts/{id:int}", api.show_contact, "GET"),
+        ("/api/v2/contacts/{id:int}", api.save_contact, "PUT"),
+        ("/api/v2/companies", api.list_companies, "GET"),
+        ("/api/v2/companies", api.save_company, "POST"),
+        ("/api/v2/companies/autocomplete", api.autocomplete_companies, "GET"),
+        ("/api/v2/companies/{id:int}", api.show_company, "GET"),
+        ("/api/v2/companies/{id:int}", api.save_company, "PUT"),
         ("/api/v2/ticket_fields", api.ticket_fields, "GET"),
+        ("/api/v2/company_fields", api.company_fields, "GET"),
+        ("/api/v2/contact_fields", api.contact_fields, "GET"),
     ]
     grouped: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
     for path, handler, method in table:
