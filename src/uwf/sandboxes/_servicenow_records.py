@@ -76,6 +76,7 @@ _LABELS = {
     "close_code": "Resolution code", "close_notes": "Resolution notes", "caller_id": "Caller",
     "cmdb_ci": "Configuration item", "comments": "Additional comments", "user_name": "User ID",
     "problem_id": "Problem", "rfc": "Change Request", "work_notes": "Work notes",
+    "u_uwf_key": "UWF key",
 }  # fmt: skip
 _SYS = (
     "sys_created_on:glide_date_time sys_created_by:string sys_updated_on:glide_date_time "

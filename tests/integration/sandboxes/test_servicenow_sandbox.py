@@ -1,4 +1,5 @@
-"""The ServiceNow sandbox over real HTTP: what a ServiceNow integration would notice."""
+"""The ServiceNow sandbox over real HTTP: what a ServiceNow integration would notice
+(incidents, users, journals, tokens and limits; companies and contacts)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from .conftest import RunningSandbox, serve_sandbox
 INC = "/api/now/table/incident"
 USERS = "/api/now/table/sys_user"
 JOURNAL = "/api/now/table/sys_journal_field"
+COMPANIES = "/api/now/table/core_company"
+CONTACTS = "/api/now/table/customer_contact"
 FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "crm-specs" / "servicenow" / "fixtures"
 NOT_AUTHENTICATED = {
     "error": {
@@ -597,3 +600,203 @@ def test_pysnow_oauth_client_gets_and_uses_a_token(
     finally:
         client.close()
     assert sandbox.stats()["token_requests_by_grant_type"] == {"password": 1}
+
+
+def operation_failed(detail: str) -> dict[str, Any]:
+    return {"error": {"message": "Operation Failed", "detail": detail}, "status": "failure"}
+
+
+def one(client: httpx.Client, path: str, query: str, **params: str) -> dict[str, Any]:
+    [record] = client.get(path, params={"sysparm_query": query, **params}).json()["result"]
+    result: dict[str, Any] = record
+    return result
+
+
+def count(client: httpx.Client, path: str) -> int:
+    return int(client.get(path, params={"sysparm_limit": "1"}).headers["x-total-count"])
+
+
+# ------------------------------------------------------------------- companies (core_company)
+
+
+def test_seeded_companies_page_through_link_headers(snow: httpx.Client) -> None:
+    url: str | None = f"{COMPANIES}?sysparm_limit=3&sysparm_query=ORDERBYname&sysparm_fields=name"
+    names: list[str] = []
+    while url:
+        page = snow.get(url)
+        names += [r["name"] for r in page.json()["result"]]
+        found = re.findall(r'<([^>]+)>;rel="(\w+)"', page.headers["link"])
+        url = {rel: link for link, rel in found}.get("next")
+    assert names[:4] == ["Globochem GmbH", "Initrode Ltd", "Penetrode Inc", "Vandelay Industries"]
+    assert len(names) == count(snow, COMPANIES)
+
+
+def test_company_create_read_update(snow: httpx.Client, sandbox: RunningSandbox) -> None:
+    body = {"name": "Chotchkie's", "phone": "+1 512 555 0177", "country": "USA", "notes": "Flair"}
+    created = snow.post(COMPANIES, json=body)
+    assert created.status_code == 201
+    record = created.json()["result"]
+    sys_id = record["sys_id"]
+    assert created.headers["location"] == f"{sandbox.url}{COMPANIES}/{sys_id}"
+    assert {k: record[k] for k in body} == body
+    assert (record["sys_class_name"], record["customer"], record["sys_mod_count"]) == (
+        "core_company",
+        "false",
+        "0",
+    )
+
+    snow.patch(f"{COMPANIES}/{sys_id}", json={"website": "https://chotchkies.test"})
+    snow.put(f"{COMPANIES}/{sys_id}", json={"phone": "+1 512 555 0178"})
+    after = snow.get(f"{COMPANIES}/{sys_id}").json()["result"]
+    assert (after["website"], after["phone"], after["name"]) == (
+        "https://chotchkies.test",
+        "+1 512 555 0178",
+        "Chotchkie's",
+    )
+    assert after["sys_mod_count"] == "2"
+
+
+def test_company_without_a_name_is_refused_by_the_data_policy(snow: httpx.Client) -> None:
+    before = count(snow, COMPANIES)
+    refused = snow.post(COMPANIES, json={"phone": "+1 212 555 0100", "website": "x.test"})
+    assert refused.status_code == 403
+    assert refused.json() == operation_failed(
+        "Data Policy Exception: The following fields are mandatory: Name"
+    )
+    assert count(snow, COMPANIES) == before
+
+    initrode = one(snow, COMPANIES, "name=Initrode Ltd")
+    blanked = snow.patch(f"{COMPANIES}/{initrode['sys_id']}", json={"name": "  "})
+    assert blanked.status_code == 403
+    assert blanked.json()["error"]["detail"].endswith("mandatory: Name")
+    assert snow.get(f"{COMPANIES}/{initrode['sys_id']}").json()["result"]["name"] == (
+        "Initrode Ltd"
+    )
+
+
+def test_uwf_key_is_unique_per_table(snow: httpx.Client) -> None:
+    key = "exec-unique:create"
+    first = snow.post(COMPANIES, json={"name": "Key Holder", "u_uwf_key": key})
+    assert first.status_code == 201
+    second = snow.post(COMPANIES, json={"name": "Key Thief", "u_uwf_key": key.upper()})
+    assert second.status_code == 403
+    assert second.json() == operation_failed("Error during insert of core_company (Key Thief)")
+    assert (
+        len(snow.get(COMPANIES, params={"sysparm_query": f"u_uwf_key={key}"}).json()["result"]) == 1
+    )
+    # Another table's column of the same name is another index.
+    contact = snow.post(CONTACTS, json={"last_name": "Keyed", "u_uwf_key": key})
+    assert contact.status_code == 201
+
+
+# --------------------------------------------------------------- contacts (customer_contact)
+
+
+def test_contact_create_computes_its_name_and_references_its_company(
+    snow: httpx.Client, sandbox: RunningSandbox
+) -> None:
+    vandelay = one(snow, COMPANIES, "name=Vandelay Industries")["sys_id"]
+    body = {"first_name": "Elaine", "last_name": "Benes", "email": "elaine@vandelay.test",
+            "mobile_phone": "+1 917 555 0111", "title": "Reader", "company": vandelay}  # fmt: skip
+    created = snow.post(CONTACTS, json=body)
+    assert created.status_code == 201
+    record = created.json()["result"]
+    assert record["name"] == "Elaine Benes"
+    assert record["company"] == {"link": f"{sandbox.url}{COMPANIES}/{vandelay}", "value": vandelay}
+    assert (record["sys_class_name"], record["active"], record["locked_out"]) == (
+        "customer_contact",
+        "true",
+        "false",
+    )
+    shown = snow.get(
+        f"{CONTACTS}/{record['sys_id']}",
+        params={"sysparm_display_value": "true", "sysparm_exclude_reference_link": "true"},
+    ).json()["result"]
+    assert shown["company"] == "Vandelay Industries"
+    renamed = snow.patch(f"{CONTACTS}/{record['sys_id']}", json={"last_name": "Seinfeld"})
+    assert renamed.json()["result"]["name"] == "Elaine Seinfeld"
+
+
+def test_contacts_are_users(snow: httpx.Client) -> None:
+    art = one(snow, USERS, "email=art@vandelay.test", sysparm_fields="sys_id,name,sys_class_name")
+    assert (art["name"], art["sys_class_name"]) == ("Art Vandelay", "customer_contact")
+    as_user = snow.get(f"{USERS}/{art['sys_id']}").json()["result"]
+    assert "account" not in as_user  # only sys_user's columns through sys_user
+
+    snow.patch(f"{USERS}/{art['sys_id']}", json={"title": "Importer"})
+    as_contact = snow.get(f"{CONTACTS}/{art['sys_id']}").json()["result"]
+    assert (as_contact["title"], as_contact["sys_class_name"]) == ("Importer", "customer_contact")
+    assert as_contact["account"]["value"] == as_contact["company"]["value"]
+    # Agents are users but not contacts.
+    assert snow.get(CONTACTS, params={"sysparm_query": "email=alice@acme.test"}).json() == {
+        "result": []
+    }
+
+
+def test_user_name_is_unique_across_users_and_contacts(snow: httpx.Client) -> None:
+    taken = snow.post(CONTACTS, json={"user_name": "ART.VANDELAY", "first_name": "Arthur",
+                                      "last_name": "Other"})  # fmt: skip
+    assert taken.status_code == 403
+    assert taken.json() == operation_failed(
+        "Error during insert of customer_contact (Arthur Other)"
+    )
+    agent = snow.post(USERS, json={"user_name": "peter.gibbons", "name": "Peter Two"})
+    assert agent.json() == operation_failed("Error during insert of sys_user (Peter Two)")
+
+    george = one(snow, CONTACTS, "email=george.costanza@vandelay.test")
+    update = snow.patch(f"{CONTACTS}/{george['sys_id']}", json={"user_name": "alice.agent"})
+    assert update.status_code == 403
+    assert update.json() == operation_failed(
+        "Error during update of customer_contact (George Costanza)"
+    )
+    # Blank user names are not duplicates of one another.
+    for last in ("Blank One", "Blank Two"):
+        assert snow.post(CONTACTS, json={"last_name": last}).status_code == 201
+
+
+# ------------------------------------------------------------- company and contact errors
+
+
+@pytest.mark.parametrize("path", [COMPANIES, CONTACTS])
+def test_unknown_sys_ids_and_missing_auth(
+    snow: httpx.Client, sandbox: RunningSandbox, path: str
+) -> None:
+    missing = f"{path}/{'0' * 32}"
+    for response in (snow.get(missing), snow.patch(missing, json={}), snow.delete(missing)):
+        assert (response.status_code, response.json()) == (404, NO_RECORD)
+    # A company is no contact: the sys_id of one is unknown to the other table.
+    other = COMPANIES if path == CONTACTS else CONTACTS
+    some = snow.get(other, params={"sysparm_limit": "1"}).json()["result"][0]["sys_id"]
+    assert snow.get(f"{path}/{some}").status_code == 404
+
+    anonymous = httpx.get(f"{sandbox.url}{path}", timeout=10)
+    assert (anonymous.status_code, anonymous.json()) == (401, NOT_AUTHENTICATED)
+    wrong = httpx.post(f"{sandbox.url}{path}", json={"name": "x"}, auth=("admin", "nope"))
+    assert (wrong.status_code, wrong.json()) == (401, NOT_AUTHENTICATED)
+
+
+def test_dictionary_and_choices_of_companies_and_contacts(snow: httpx.Client) -> None:
+    def columns(table: str) -> dict[str, dict[str, Any]]:
+        query = {"sysparm_query": f"name={table}", "sysparm_exclude_reference_link": "true"}
+        rows = snow.get("/api/now/table/sys_dictionary", params=query).json()["result"]
+        return {row["element"]: row for row in rows}
+
+    company = columns("core_company")
+    assert (company["name"]["mandatory"], company["name"]["column_label"]) == ("true", "Name")
+    assert company["u_uwf_key"]["internal_type"] == "string"
+    contact = columns("customer_contact")
+    # The contact's own columns; inherited ones are sys_user's rows.
+    assert {"account", "u_uwf_key"} <= set(contact)
+    assert "email" not in contact
+    assert "email" in columns("sys_user")
+    assert contact["account"]["reference"] == "customer_account"
+
+    query = {"sysparm_query": "name=core_company^element=rank_tier^ORDERBYsequence"}
+    choices = snow.get("/api/now/table/sys_choice", params=query).json()["result"]
+    assert [c["value"] for c in choices] == [
+        "strategic",
+        "tactical",
+        "valued",
+        "other",
+        "blacklist",
+    ]
