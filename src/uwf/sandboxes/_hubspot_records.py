@@ -23,6 +23,7 @@ from uwf.sandboxes._common import Json
 from uwf.sandboxes._store import get_meta, next_id
 
 __all__ = [
+    "ASSOCIATION_TYPES",
     "DEFAULTS",
     "PROPERTIES",
     "SCHEMA",
@@ -44,6 +45,7 @@ __all__ = [
     "save_object",
     "search",
     "seed",
+    "upper_name",
     "validate_associations",
     "validate_properties",
 ]
@@ -64,16 +66,95 @@ OWNERS = (
     (41000004, 9000004, "carol@acme.test", "Carol", "Agent", 0),
     (41000005, 9000005, "dan@acme.test", "Dan", "Former", 1),
 )
+# Internal values of HubSpot's `industry` options (a subset of its ~150), with their labels.
+INDUSTRIES = (("ACCOUNTING", "Accounting"), ("BANKING", "Banking"),
+              ("COMPUTER_SOFTWARE", "Computer Software"), ("CONSTRUCTION", "Construction"),
+              ("FINANCIAL_SERVICES", "Financial Services"),
+              ("HOSPITAL_HEALTH_CARE", "Hospital & Health Care"),
+              ("INFORMATION_TECHNOLOGY_AND_SERVICES", "Information Technology and Services"),
+              ("INSURANCE", "Insurance"),
+              ("LOGISTICS_AND_SUPPLY_CHAIN", "Logistics and Supply Chain"),
+              ("MANAGEMENT_CONSULTING", "Management Consulting"), ("RETAIL", "Retail"),
+              ("TELECOMMUNICATIONS", "Telecommunications"), ("UTILITIES", "Utilities"))  # fmt: skip
+LIFECYCLE_STAGES = (("subscriber", "Subscriber"), ("lead", "Lead"),
+                    ("marketingqualifiedlead", "Marketing Qualified Lead"),
+                    ("salesqualifiedlead", "Sales Qualified Lead"),
+                    ("opportunity", "Opportunity"), ("customer", "Customer"),
+                    ("evangelist", "Evangelist"), ("other", "Other"))  # fmt: skip
+# Seeded companies: (id, name, domain, phone, industry, country, city, owner index or None).
+COMPANIES = (
+    (6101, "Acme Corporation", "acme.test", "+1 415 555 0100", "COMPUTER_SOFTWARE",
+     "United States", "San Francisco", 0),
+    (6102, "Globex Ltd", "globex.test", "+44 20 7946 0000", "MANAGEMENT_CONSULTING",
+     "United Kingdom", "London", 1),
+    (6103, "Initech GmbH", "initech.test", "+49 30 9018 2000",
+     "INFORMATION_TECHNOLOGY_AND_SERVICES", "Germany", "Berlin", None),
+    (6104, "Umbrella Health", "umbrella.test", "+1 312 555 0142", "HOSPITAL_HEALTH_CARE",
+     "United States", "Chicago", 2),
+    (6105, "Contoso Retail", "contoso.test", "+33 1 70 36 39 50", "RETAIL", "France", "Paris", 0),
+    (6106, "Hooli Logistics", "hooli.test", "+61 2 5550 1234", "LOGISTICS_AND_SUPPLY_CHAIN",
+     "Australia", "Sydney", None),
+)  # fmt: skip
+# Seeded contacts: (id, first name, last name, job title, primary company id or None).
+CONTACTS = (
+    (7101, "Wile", "Coyote", "Head of Procurement", 6101),
+    (7102, "Road", "Runner", "IT Manager", 6101),
+    (7103, "Hank", "Scorpio", "CEO", 6102),
+    (7104, "Peter", "Gibbons", "Software Engineer", 6103),
+    (7105, "Milton", "Waddams", "Collator", 6103),
+    (7106, "Alice", "Abernathy", "Chief Medical Officer", 6104),
+    (7107, "Gavin", "Belson", "Operations Lead", 6106),
+    (7108, "Erlich", "Bachman", None, None),
+)  # fmt: skip
 TOPICS = ("Printer is offline", "Cannot log in", "Refund request", "Invoice missing",
           "Shipping delay", "Password reset", "Export fails", "Dark mode request")  # fmt: skip
 _SEED_EPOCH = 1704067200  # 2024-01-01T00:00:00Z: seeded timestamps never change
 _ALIASES = {"tickets": "tickets", "ticket": "tickets", "0-5": "tickets",
-            "notes": "notes", "note": "notes", "0-46": "notes"}  # fmt: skip
-_UPPER = {"tickets": "TICKET", "notes": "NOTE"}
-# HUBSPOT_DEFINED association type ids: (from, to) -> id, and id -> (from, to).
-ASSOCIATION_TYPES = {("notes", "tickets"): 228, ("tickets", "notes"): 227}
-_BY_TYPE_ID = {type_id: pair for pair, type_id in ASSOCIATION_TYPES.items()}
+            "notes": "notes", "note": "notes", "0-46": "notes",
+            "companies": "companies", "company": "companies", "0-2": "companies",
+            "contacts": "contacts", "contact": "contacts", "0-1": "contacts"}  # fmt: skip
+_UPPER = {"tickets": "TICKET", "notes": "NOTE", "companies": "COMPANY", "contacts": "CONTACT"}
 MAX_SEARCH_RESULTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class AssociationType:
+    """A HUBSPOT_DEFINED association type: one direction of a link between two object types.
+
+    ``name`` is how v3 answers (``associations.companies.results[].type``); ``label`` is what
+    v4 shows (``Primary`` for a contact's primary company, else null). A labelled association
+    always comes with the unlabelled one of the same pair, as in HubSpot.
+    """
+
+    type_id: int
+    from_type: str
+    to_type: str
+    inverse: int
+    name: str
+    label: str | None = None
+
+
+ASSOCIATION_TYPES: dict[int, AssociationType] = {t.type_id: t for t in (
+    AssociationType(228, "notes", "tickets", 227, "note_to_ticket"),
+    AssociationType(227, "tickets", "notes", 228, "ticket_to_note"),
+    AssociationType(202, "notes", "contacts", 201, "note_to_contact"),
+    AssociationType(201, "contacts", "notes", 202, "contact_to_note"),
+    AssociationType(190, "notes", "companies", 189, "note_to_company"),
+    AssociationType(189, "companies", "notes", 190, "company_to_note"),
+    AssociationType(279, "contacts", "companies", 280, "contact_to_company_unlabeled"),
+    AssociationType(280, "companies", "contacts", 279, "company_to_contact_unlabeled"),
+    AssociationType(1, "contacts", "companies", 2, "contact_to_company", "Primary"),
+    AssociationType(2, "companies", "contacts", 1, "company_to_contact", "Primary"),
+    AssociationType(16, "tickets", "contacts", 15, "ticket_to_contact"),
+    AssociationType(15, "contacts", "tickets", 16, "contact_to_ticket"),
+    AssociationType(339, "tickets", "companies", 340, "ticket_to_company_unlabeled"),
+    AssociationType(340, "companies", "tickets", 339, "company_to_ticket_unlabeled"),
+)}  # fmt: skip
+# The unlabelled type of each (from, to) pair: what an association without a label gets.
+_UNLABELED = {
+    (t.from_type, t.to_type): t.type_id for t in ASSOCIATION_TYPES.values() if t.label is None
+}
+PRIMARY_COMPANY = 1  # contact -> company, "Primary": mirrored by `associatedcompanyid`
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS owners (
@@ -139,6 +220,11 @@ def _property_errors(issues: list[tuple[str, str, str]]) -> HubSpotError:
     return invalid(text)
 
 
+def upper_name(otype: str) -> str:
+    """The singular upper-case name HubSpot's messages use: ``COMPANY``, ``TICKET``."""
+    return _UPPER[otype]
+
+
 def object_type(name: str) -> str:
     """The canonical object type of a path segment; HubSpot's 400 for an unknown one."""
     try:
@@ -166,11 +252,10 @@ class Prop:
     external_options: bool = False
 
 
-def _common(group: str, created: str) -> list[Prop]:
+def _common(group: str, created: str, modified: str = "hs_lastmodifieddate") -> list[Prop]:
     return [
         Prop(created, "Create date", "datetime", "date", group, read_only=True),
-        Prop("hs_lastmodifieddate", "Last modified date", "datetime", "date", group,
-             read_only=True),
+        Prop(modified, "Last modified date", "datetime", "date", group, read_only=True),
         Prop("hs_object_id", "Record ID", "number", "number", group, read_only=True),
         Prop("hubspot_owner_id", "Owner", "enumeration", "select", group, external_options=True),
         # The custom property UWF keys idempotent writes on; hasUniqueValue makes it usable
@@ -198,16 +283,62 @@ PROPERTIES: dict[str, dict[str, Prop]] = {
         Prop("hs_timestamp", "Activity date", "datetime", "date", "engagement"),
         *_common("engagement", "hs_createdate"),
     )},
+    "companies": {p.name: p for p in (
+        Prop("name", "Company name", "string", "text", "companyinformation"),
+        Prop("domain", "Company Domain Name", "string", "text", "companyinformation"),
+        Prop("website", "Website URL", "string", "text", "companyinformation"),
+        Prop("phone", "Phone Number", "string", "phonenumber", "companyinformation"),
+        Prop("industry", "Industry", "enumeration", "select", "companyinformation", INDUSTRIES),
+        Prop("country", "Country/Region", "string", "text", "companyinformation"),
+        Prop("city", "City", "string", "text", "companyinformation"),
+        Prop("description", "Description", "string", "textarea", "companyinformation"),
+        Prop("numberofemployees", "Number of Employees", "number", "number",
+             "companyinformation"),
+        Prop("annualrevenue", "Annual Revenue", "number", "number", "companyinformation"),
+        *_common("companyinformation", "createdate"),
+    )},
+    "contacts": {p.name: p for p in (
+        Prop("firstname", "First Name", "string", "text", "contactinformation"),
+        Prop("lastname", "Last Name", "string", "text", "contactinformation"),
+        Prop("email", "Email", "string", "text", "contactinformation"),
+        Prop("phone", "Phone Number", "string", "phonenumber", "contactinformation"),
+        Prop("mobilephone", "Mobile Phone Number", "string", "phonenumber",
+             "contactinformation"),
+        Prop("jobtitle", "Job Title", "string", "text", "contactinformation"),
+        Prop("company", "Company Name", "string", "text", "contactinformation"),
+        Prop("associatedcompanyid", "Primary Associated Company ID", "number", "number",
+             "contactinformation"),
+        Prop("lifecyclestage", "Lifecycle Stage", "enumeration", "radio",
+             "contactinformation", LIFECYCLE_STAGES),
+        Prop("country", "Country/Region", "string", "text", "contactinformation"),
+        *_common("contactinformation", "createdate", "lastmodifieddate"),
+    )},
 }  # fmt: skip
-_CREATED = {"tickets": "createdate", "notes": "hs_createdate"}
-# What GET returns without `?properties=` (tickets: HubSpot's documented defaults).
+_CREATED = {"tickets": "createdate", "notes": "hs_createdate", "companies": "createdate",
+            "contacts": "createdate"}  # fmt: skip
+# Contacts keep their own name for the modification time.
+_MODIFIED = {"contacts": "lastmodifieddate"}
+# What GET (and search) return without `properties` (HubSpot's documented defaults).
 DEFAULTS = {
     "tickets": ("content", "createdate", "hs_lastmodifieddate", "hs_object_id", "hs_pipeline",
                 "hs_pipeline_stage", "hs_ticket_category", "hs_ticket_priority", "subject"),
     "notes": ("hs_createdate", "hs_lastmodifieddate", "hs_object_id"),
+    "companies": ("createdate", "domain", "hs_lastmodifieddate", "hs_object_id", "name"),
+    "contacts": ("createdate", "email", "firstname", "hs_object_id", "lastmodifieddate",
+                 "lastname"),
 }  # fmt: skip
-_REQUIRED = {"tickets": ("subject", "hs_pipeline_stage"), "notes": ("hs_timestamp",)}
-_SEARCHABLE = {"tickets": ("subject", "content"), "notes": ("hs_note_body",)}
+# Companies and contacts have no required property (HubSpot only advises name or domain,
+# and email or a name); an empty one is a valid, if useless, record.
+_REQUIRED = {"tickets": ("subject", "hs_pipeline_stage"), "notes": ("hs_timestamp",),
+             "companies": (), "contacts": ()}  # fmt: skip
+_SEARCHABLE = {"tickets": ("subject", "content"), "notes": ("hs_note_body",),
+               "companies": ("name", "domain", "website", "phone"),
+               "contacts": ("firstname", "lastname", "email", "phone", "mobilephone",
+                            "company")}  # fmt: skip
+# Properties other than `hasUniqueValue` ones that name at most one record: a contact's email
+# (HubSpot deduplicates contacts by it; it also works as `idProperty`), case-insensitively.
+_NATURAL_KEYS = {"contacts": ("email",)}
+_FIRST_ID = {"tickets": 2001, "notes": 9001, "companies": 6501, "contacts": 7501}
 
 
 def property_json(prop: Prop) -> Json:
@@ -273,7 +404,8 @@ def make_credentials() -> dict[str, str]:
 
 
 def seed(conn: sqlite3.Connection) -> None:
-    """Owners, 60 tickets (1101–1160) whose fields follow from their id, and some notes.
+    """Owners, 60 tickets (1101–1160) whose fields follow from their id, some notes, six
+    companies and eight contacts.
 
     Ticket 1123 is the quickstart record: New, MEDIUM, no owner, no notes.
     """
@@ -305,6 +437,35 @@ def seed(conn: sqlite3.Connection) -> None:
             note_id = 8000 + ticket_id - 1100
             save_object(conn, "notes", None, note, at=created + 600, object_id=note_id)
             associate(conn, "notes", note_id, "tickets", ticket_id)
+    _seed_companies_and_contacts(conn, agents)
+
+
+def _seed_companies_and_contacts(conn: sqlite3.Connection, agents: list[str]) -> None:
+    """Six companies (6101–6106) and eight contacts (7101–7108), most with a primary company."""
+    domains = {company[0]: company[2] for company in COMPANIES}
+    for n, (company_id, name, domain, phone, industry, country, city, owner) in enumerate(
+        COMPANIES
+    ):
+        props: dict[str, str | None] = {
+            "name": name, "domain": domain, "website": f"https://www.{domain}", "phone": phone,
+            "industry": industry, "country": country, "city": city,
+            "description": f"{name}, a seeded customer.",
+            "numberofemployees": str(50 * (n + 1)),
+            "hubspot_owner_id": None if owner is None else agents[owner],
+        }  # fmt: skip
+        save_object(conn, "companies", None, props, at=_SEED_EPOCH - 86400 + n * 60,
+                    object_id=company_id)  # fmt: skip
+    for n, (contact_id, first, last, title, primary) in enumerate(CONTACTS):
+        domain = domains.get(primary or 0, "aviato.test")
+        props = {
+            "firstname": first, "lastname": last, "email": f"{first}.{last}@{domain}".lower(),
+            "phone": f"+1 202 555 01{n:02d}",
+            "mobilephone": None if n % 2 else f"+1 202 555 02{n:02d}",
+            "jobtitle": title, "lifecyclestage": "customer" if primary else "lead",
+            "associatedcompanyid": None if primary is None else str(primary),
+        }  # fmt: skip
+        save_object(conn, "contacts", None, props, at=_SEED_EPOCH - 43200 + n * 60,
+                    object_id=contact_id)  # fmt: skip
 
 
 def save_object(
@@ -313,30 +474,36 @@ def save_object(
 ) -> int:  # fmt: skip
     """Create (``row`` None) or update a record with validated ``changes``; returns its id.
 
-    New records take ids from ranges far from the seeded ones (tickets 2001+, notes 9001+),
-    so a test can tell them apart; the seed passes its own ``object_id`` and ``at``.
+    New records take ids from ranges far from the seeded ones (tickets 2001+, notes 9001+,
+    companies 6501+, contacts 7501+), so a test can tell them apart; the seed passes its own
+    ``object_id`` and ``at``. A contact's ``associatedcompanyid`` is its primary company
+    association, kept in step here.
     """
     now = iso_ms(at)
+    modified = _MODIFIED.get(otype, "hs_lastmodifieddate")
     if row is None:
         missing = [n for n in _REQUIRED[otype] if not changes.get(n)]
         if missing:
             text = f"Error creating {_UPPER[otype]}.  Some required properties were not set."
             raise invalid(text, context={"properties": missing})
         if object_id is None:
-            object_id = next_id(conn, otype, {"tickets": 2001, "notes": 9001}[otype])
+            object_id = next_id(conn, otype, _FIRST_ID[otype])
         props = {"hs_pipeline": "0"} if otype == "tickets" else {}
         props.update({k: v for k, v in changes.items() if v is not None})
-        props.update({_CREATED[otype]: now, "hs_lastmodifieddate": now,
-                      "hs_object_id": str(object_id)})  # fmt: skip
+        props.update({_CREATED[otype]: now, modified: now, "hs_object_id": str(object_id)})
         values = (otype, object_id, json.dumps(props), now, now)
         conn.execute("INSERT INTO objects VALUES (?, ?, ?, ?, ?)", values)
-        return object_id
-    merged: dict[str, str | None] = {**json.loads(row["properties"]), **changes}
-    merged["hs_lastmodifieddate"] = now
-    props = {k: v for k, v in merged.items() if v is not None}
-    sql = "UPDATE objects SET properties = ?, updated_at = ? WHERE type = ? AND id = ?"
-    conn.execute(sql, (json.dumps(props), now, otype, row["id"]))
-    return int(row["id"])
+    else:
+        object_id = int(row["id"])
+        merged: dict[str, str | None] = {**json.loads(row["properties"]), **changes}
+        merged[modified] = now
+        props = {k: v for k, v in merged.items() if v is not None}
+        sql = "UPDATE objects SET properties = ?, updated_at = ? WHERE type = ? AND id = ?"
+        conn.execute(sql, (json.dumps(props), now, otype, object_id))
+    if otype == "contacts" and "associatedcompanyid" in changes:
+        company = changes["associatedcompanyid"]
+        _set_primary_company(conn, object_id, None if company is None else int(company))
+    return object_id
 
 
 def find(
@@ -350,11 +517,13 @@ def find(
         found = conn.execute("SELECT * FROM objects WHERE type = ? AND id = ?", (otype, int(text)))
     else:
         prop = PROPERTIES[otype].get(str(id_property))
-        if prop is None or not prop.unique:
+        natural = prop is not None and prop.name in _NATURAL_KEYS.get(otype, ())
+        if prop is None or not (prop.unique or natural):
             text = f"{id_property} is not a unique identifier property for {_UPPER[otype]}"
             raise invalid(text)
-        where = f"json_extract(properties, '$.{prop.name}') = ?"
-        sql = f"SELECT * FROM objects WHERE type = ? AND {where}"  # noqa: S608 - our property name
+        collate = " COLLATE NOCASE" if natural else ""
+        where = f"json_extract(properties, '$.{prop.name}') = ?{collate}"
+        sql = f"SELECT * FROM objects WHERE type = ? AND {where} ORDER BY id"  # noqa: S608 - our property name
         found = conn.execute(sql, (otype, str(key)))
     row = found.fetchone()
     return None if row is None else dict(row)
@@ -362,7 +531,7 @@ def find(
 
 def object_json(
     row: Mapping[str, Any], otype: str, names: Iterable[str] | None = None,
-    associations: Mapping[str, list[int]] | None = None, extra: Json | None = None,
+    associations: Mapping[str, list[sqlite3.Row]] | None = None, extra: Json | None = None,
 ) -> Json:  # fmt: skip
     """A record as HubSpot returns it.
 
@@ -376,12 +545,14 @@ def object_json(
         shown = {n: props.get(n) for n in dict.fromkeys(names) if n in PROPERTIES[otype]}
     body: Json = {"id": str(row["id"]), "properties": shown, "createdAt": row["created_at"],
                   "updatedAt": row["updated_at"], "archived": False, **(extra or {})}  # fmt: skip
-    if associations:
+    if associations:  # one entry per association type, as v3 answers `?associations=`
         body["associations"] = {
-            to: {"results": [{"id": str(i), "type": f"{otype[:-1]}_to_{to[:-1]}"} for i in ids]}
-            for to, ids in associations.items()
-            if ids
-        }
+            to: {"results": [
+                {"id": str(r["to_id"]), "type": ASSOCIATION_TYPES[r["type_id"]].name} for r in rows
+            ]}
+            for to, rows in associations.items()
+            if rows
+        }  # fmt: skip
     return body
 
 
@@ -446,7 +617,7 @@ def validate_properties(
         raise _property_errors(issues)
     for prop in PROPERTIES[otype].values():
         value = out.get(prop.name)
-        if prop.unique and value is not None:
+        if (prop.unique or prop.name in _NATURAL_KEYS.get(otype, ())) and value is not None:
             existing = find(conn, otype, value, prop.name)
             if existing is not None and existing["id"] != own_id:
                 label = _UPPER[otype].title()
@@ -461,6 +632,13 @@ def _check_value(conn: sqlite3.Connection, prop: Prop, text: str) -> tuple[str, 
         sql = "SELECT 1 FROM owners WHERE id = ? AND archived = 0"
         if not text.isdigit() or conn.execute(sql, (int(text[:18]),)).fetchone() is None:
             return "INVALID_OWNER_ID", f"{text} is not a valid owner id"
+    elif prop.name == "associatedcompanyid":
+        if find(conn, "companies", text) is None:
+            return "INVALID_COMPANY_ID", f"{text} is not a valid company id"
+    elif prop.name == "email" and not _EMAIL.fullmatch(text):
+        return "INVALID_EMAIL", f"Email address {text} is invalid"
+    elif prop.type == "number" and not _NUMBER.fullmatch(text):
+        return "INVALID_DECIMAL", f"{text} was not a valid number"
     elif prop.type == "enumeration":
         allowed = [value for value, _ in prop.options]
         # Checkbox (multi-select) values are separated by semicolons.
@@ -481,13 +659,19 @@ def invalid_json(detail: str) -> HubSpotError:
     return hs_error(400, f"Invalid input JSON on line 1, column 1: {detail}")
 
 
-def validate_associations(conn: sqlite3.Connection, otype: str, raw: Any) -> list[tuple[str, int]]:
-    """The ``associations`` of a create body as ``[(to_type, to_id)]``, checked."""
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+def validate_associations(
+    conn: sqlite3.Connection, otype: str, raw: Any
+) -> list[tuple[str, int, int]]:
+    """The ``associations`` of a create body as ``[(to_type, to_id, type_id)]``, checked."""
     if raw is None:
         return []
     if not isinstance(raw, list):
         raise invalid_json("Cannot deserialize `associations`: expected an array")
-    found: list[tuple[str, int]] = []
+    found: list[tuple[str, int, int]] = []
     for item in raw:
         to = item.get("to") if isinstance(item, dict) else None
         types = item.get("types") if isinstance(item, dict) else None
@@ -495,37 +679,73 @@ def validate_associations(conn: sqlite3.Connection, otype: str, raw: Any) -> lis
             raise invalid("Some required fields were not set: [to, types]")
         for spec in types:
             type_id = spec.get("associationTypeId") if isinstance(spec, dict) else None
-            pair = _BY_TYPE_ID.get(type_id) if isinstance(type_id, int) else None
-            if pair is None or pair[0] != otype:
+            kind = ASSOCIATION_TYPES.get(type_id) if isinstance(type_id, int) else None
+            if kind is None or kind.from_type != otype:
                 text = f"{type_id} is not a valid association type id for {_UPPER[otype]}"
                 raise invalid(text)
-            target = find(conn, pair[1], to.get("id"))
+            target = find(conn, kind.to_type, to.get("id"))
             if target is None:
-                text = f"{_UPPER[pair[1]]} {to.get('id')} does not exist; association not created"
+                text = (
+                    f"{_UPPER[kind.to_type]} {to.get('id')} does not exist; association not created"
+                )
                 raise invalid(text)
-            found.append((pair[1], int(target["id"])))
+            found.append((kind.to_type, int(target["id"]), kind.type_id))
     return found
 
 
 def associate(
-    conn: sqlite3.Connection, from_type: str, from_id: int, to_type: str, to_id: int
-) -> None:
-    """Store an association both ways, each with its own HUBSPOT_DEFINED type id."""
-    for a, a_id, b, b_id in (
-        (from_type, from_id, to_type, to_id),
-        (to_type, to_id, from_type, from_id),
-    ):
-        values = (a, a_id, b, b_id, ASSOCIATION_TYPES[(a, b)])
-        conn.execute("INSERT OR IGNORE INTO associations VALUES (?, ?, ?, ?, ?)", values)
+    conn: sqlite3.Connection, from_type: str, from_id: int, to_type: str, to_id: int,
+    type_id: int | None = None,
+) -> None:  # fmt: skip
+    """Store an association both ways, each with its own HUBSPOT_DEFINED type id.
+
+    Without ``type_id`` the pair's unlabelled type is used; a labelled type brings the
+    unlabelled one along. A primary company replaces the contact's previous one and is
+    mirrored in its ``associatedcompanyid``.
+    """
+    kinds = {_UNLABELED[(from_type, to_type)], type_id or _UNLABELED[(from_type, to_type)]}
+    primary = PRIMARY_COMPANY in kinds or ASSOCIATION_TYPES[PRIMARY_COMPANY].inverse in kinds
+    if primary:
+        contact, company = (from_id, to_id) if from_type == "contacts" else (to_id, from_id)
+        _drop_primary_company(conn, contact)
+        row = find(conn, "contacts", contact) or {}
+        props = {**json.loads(row.get("properties") or "{}"), "associatedcompanyid": str(company)}
+        sql = "UPDATE objects SET properties = ? WHERE type = 'contacts' AND id = ?"
+        conn.execute(sql, (json.dumps(props), contact))
+    for kind in sorted(kinds):
+        inverse = ASSOCIATION_TYPES[kind].inverse
+        for values in (
+            (from_type, from_id, to_type, to_id, kind),
+            (to_type, to_id, from_type, from_id, inverse),
+        ):
+            conn.execute("INSERT OR IGNORE INTO associations VALUES (?, ?, ?, ?, ?)", values)
+
+
+def _drop_primary_company(conn: sqlite3.Connection, contact_id: int) -> None:
+    """Forget a contact's primary company link (the unlabelled association stays)."""
+    inverse = ASSOCIATION_TYPES[PRIMARY_COMPANY].inverse
+    sql = (
+        "DELETE FROM associations WHERE (from_type = 'contacts' AND from_id = ? AND type_id = ?)"
+        " OR (to_type = 'contacts' AND to_id = ? AND type_id = ?)"
+    )
+    conn.execute(sql, (contact_id, PRIMARY_COMPANY, contact_id, inverse))
+
+
+def _set_primary_company(conn: sqlite3.Connection, contact_id: int, company: int | None) -> None:
+    """Follow a write of ``associatedcompanyid``: associate the company as primary, or drop it."""
+    if company is None:
+        _drop_primary_company(conn, contact_id)
+    else:
+        associate(conn, "contacts", contact_id, "companies", company, PRIMARY_COMPANY)
 
 
 def associated(
     conn: sqlite3.Connection, from_type: str, from_id: int, to_type: str
 ) -> list[sqlite3.Row]:
-    """Associations of one record to one object type, by target id."""
+    """Associations of one record to one object type (one row per type), by target id."""
     sql = (
         "SELECT to_id, type_id FROM associations "
-        "WHERE from_type = ? AND from_id = ? AND to_type = ? ORDER BY to_id"
+        "WHERE from_type = ? AND from_id = ? AND to_type = ? ORDER BY to_id, type_id"
     )
     return list(conn.execute(sql, (from_type, from_id, to_type)))
 
@@ -550,8 +770,43 @@ def _comparable(otype: str, name: str, value: Any) -> Any:
     return text.lower()  # string comparisons in search are case-insensitive
 
 
-def _matches(otype: str, props: Mapping[str, str], flt: Mapping[str, Any]) -> bool:
+def _matches_association(linked: set[str], op: str, flt: Mapping[str, Any]) -> bool:
+    """A filter on the pseudo-property ``associations.<type>``: the ids linked to a record."""
+    if op in ("HAS_PROPERTY", "NOT_HAS_PROPERTY"):
+        return bool(linked) == (op == "HAS_PROPERTY")
+    wanted = {str(v) for v in flt.get("values") or []} if op in ("IN", "NOT_IN") else set()
+    if op in ("EQ", "NEQ"):
+        wanted = {str(flt.get("value"))}
+    if op not in ("EQ", "NEQ", "IN", "NOT_IN"):
+        raise invalid(f"Invalid filter: {json.dumps(flt)}")
+    return bool(linked & wanted) == (op in ("EQ", "IN"))
+
+
+def _links(
+    conn: sqlite3.Connection, otype: str, filters: list[Any]
+) -> dict[str, dict[int, set[str]]]:
+    """For each ``associations.<type>`` filter: record id -> the ids it is linked to."""
+    links: dict[str, dict[int, set[str]]] = {}
+    for flt in filters:
+        name = str(flt.get("propertyName"))
+        if not name.startswith("associations.") or name in links:
+            continue
+        to_type = object_type(name.removeprefix("associations."))
+        sql = "SELECT from_id, to_id FROM associations WHERE from_type = ? AND to_type = ?"
+        by_id: dict[int, set[str]] = {}
+        for from_id, to_id in conn.execute(sql, (otype, to_type)):
+            by_id.setdefault(from_id, set()).add(str(to_id))
+        links[name] = by_id
+    return links
+
+
+def _matches(
+    otype: str, props: Mapping[str, Any], flt: Mapping[str, Any],
+    links: Mapping[int, set[str]] | None = None,
+) -> bool:  # fmt: skip
     name, op = str(flt.get("propertyName")), str(flt.get("operator", "EQ"))
+    if links is not None:
+        return _matches_association(links.get(int(props["hs_object_id"]), set()), op, flt)
     actual = props.get(name)
     if op in ("HAS_PROPERTY", "NOT_HAS_PROPERTY"):
         return (actual is not None) == (op == "HAS_PROPERTY")
@@ -608,11 +863,15 @@ def search(
     if lag_seconds:
         cutoff = iso_ms(datetime.now(UTC).timestamp() - lag_seconds)
         rows = [r for r in rows if r["updated_at"] <= cutoff]
+    links = _links(conn, otype, filters)
     hits = []
     for row in rows:
         props = json.loads(row["properties"])
-        if groups and not any(all(_matches(otype, props, f) for f in g.get("filters") or [])
-                              for g in groups if isinstance(g, dict)):  # fmt: skip
+        if groups and not any(
+            all(_matches(otype, props, f, links.get(str(f.get("propertyName"))))
+                for f in g.get("filters") or [])
+            for g in groups if isinstance(g, dict)
+        ):  # fmt: skip
             continue
         if query and not any(query in (props.get(n) or "").lower() for n in _SEARCHABLE[otype]):
             continue

@@ -376,9 +376,7 @@ class _HubSpotApi:
             row = find(conn, otype, request.path_params["oid"], query.get("idProperty"))
             if row is None:
                 raise rec.not_found()
-            links = {
-                t: [r["to_id"] for r in rec.associated(conn, otype, row["id"], t)] for t in wanted
-            }
+            links = {t: rec.associated(conn, otype, row["id"], t) for t in wanted}
             return object_json(row, otype, _names(request) or rec.DEFAULTS[otype], links)
 
         return _Json(await self.store.run(work))
@@ -400,8 +398,8 @@ class _HubSpotApi:
         if lenient and not props.get("hs_timestamp"):
             props["hs_timestamp"] = rec.iso_ms()  # the documented sandbox-only leniency
         object_id = rec.save_object(conn, otype, None, props)
-        for to_type, to_id in links:
-            rec.associate(conn, otype, object_id, to_type, to_id)
+        for to_type, to_id, type_id in links:
+            rec.associate(conn, otype, object_id, to_type, to_id, type_id)
         return find(conn, otype, object_id) or {}
 
     @staticmethod
@@ -446,7 +444,7 @@ class _HubSpotApi:
         errors = []
         if missing:
             text = (
-                f"Could not get some {otype[:-1].upper()} objects, they may be deleted or not "
+                f"Could not get some {rec.upper_name(otype)} objects, they may be deleted or not "
                 "exist. Check that ids are valid."
             )
             errors = [{"status": "error", "category": "OBJECT_NOT_FOUND", "message": text,
@@ -509,12 +507,17 @@ class _HubSpotApi:
         limit, after = _paging(request, 500, 500)
         object_id = _number(request.path_params["oid"])
         rows = await self.store.run(rec.associated, otype, object_id, to_type)
-        kind = {"category": "HUBSPOT_DEFINED", "label": None}
+        # One result per associated record, listing every type that links the two.
+        linked: dict[int, list[Json]] = {}
+        for r in rows:
+            label = rec.ASSOCIATION_TYPES[r["type_id"]].label
+            kind = {"category": "HUBSPOT_DEFINED", "typeId": r["type_id"], "label": label}
+            linked.setdefault(r["to_id"], []).append(kind)
+        page = list(linked.items())[after : after + limit]
         body: Json = {"results": [
-            {"toObjectId": r["to_id"], "associationTypes": [{**kind, "typeId": r["type_id"]}]}
-            for r in rows[after : after + limit]
+            {"toObjectId": to_id, "associationTypes": kinds} for to_id, kinds in page
         ]}  # fmt: skip
-        if after + limit < len(rows):
+        if after + limit < len(linked):
             body["paging"] = _next_page(request, str(after + limit))
         return _Json(body)
 
