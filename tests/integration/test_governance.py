@@ -53,6 +53,34 @@ def test_describe_reads_live_fields_of_every_crm(uwf: Uwf, connection: str) -> N
     assert fields[owner_field]["canonical"] == "owner_id"
 
 
+# (connection, object) → (native field, its canonical name, a value its options allow or None,
+# the native owner field)
+OBJECT_FIELDS = {
+    ("umbrella-hubspot", "account"): (
+        "industry", "industry", "COMPUTER_SOFTWARE", "hubspot_owner_id"
+    ),
+    ("umbrella-hubspot", "contact"): (
+        "associatedcompanyid", "account_id", None, "hubspot_owner_id"
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("connection", "obj"), sorted(OBJECT_FIELDS))
+def test_describe_reads_live_fields_of_accounts_and_contacts(
+    uwf: Uwf, connection: str, obj: str
+) -> None:
+    native, canonical, allowed, owner = OBJECT_FIELDS[(connection, obj)]
+
+    result = uwf("connections", "describe", connection, "--object", obj, "--json")
+
+    assert result.code == 0, result.err
+    fields = {f["name"]: f for f in result.json()["fields"]}
+    assert fields[native]["canonical"] == canonical
+    if allowed is not None:
+        assert allowed in [option["value"] for option in fields[native]["options"]]
+    assert fields[owner]["canonical"] == "owner_id"
+
+
 def test_describe_prints_a_table_and_refuses_unknown_objects(uwf: Uwf) -> None:
     table = uwf("connections", "describe", "globex-salesforce")
     assert table.code == 0, table.err
