@@ -57,7 +57,8 @@ __all__ = [
 CONTACT_COLUMNS = {
     "phone": "TEXT", "mobile": "TEXT", "job_title": "TEXT", "company_id": "INTEGER",
     "unique_external_id": "TEXT", "twitter_id": "TEXT", "address": "TEXT",
-    "description": "TEXT", "tags": "TEXT NOT NULL DEFAULT '[]'",
+    "description": "TEXT", "view_all_tickets": "INTEGER NOT NULL DEFAULT 0",
+    "tags": "TEXT NOT NULL DEFAULT '[]'",
     "custom_fields": "TEXT NOT NULL DEFAULT '{}'",
 }  # fmt: skip
 CUSTOMERS_SCHEMA = """
@@ -106,7 +107,7 @@ _COMPANY_FIELDS = frozenset({
 })  # fmt: skip
 _CONTACT_FIELDS = frozenset({
     "name", "email", "phone", "mobile", "twitter_id", "unique_external_id", "job_title",
-    "company_id", "description", "address", "tags", "custom_fields",
+    "company_id", "description", "address", "tags", "custom_fields", "view_all_tickets",
 })  # fmt: skip
 # One of these identifies a contact (ContactValidation's mandatory fields, plus the
 # unique_external_id of accounts with that feature).
@@ -168,7 +169,8 @@ def contact_json(row: Mapping[str, Any]) -> Json:
         "time_zone": "UTC", "twitter_id": row["twitter_id"],
         "custom_fields": {name: custom.get(name) for name in CONTACT_CUSTOM_FIELDS},
         "facebook_id": None, "unique_external_id": row["unique_external_id"],
-        "other_emails": [], "other_companies": [], "view_all_tickets": False,
+        "other_emails": [], "other_companies": [],
+        "view_all_tickets": bool(row["view_all_tickets"]),
         "tags": json.loads(row["tags"] or "[]"),
         "created_at": row["created_at"], "updated_at": row["updated_at"],
     }  # fmt: skip
@@ -422,8 +424,16 @@ def validate_contact(conn: sqlite3.Connection, body: Json, *, creating: bool) ->
                 out[field] = list(dict.fromkeys(t.strip() for t in value if t.strip()))
         elif field == "custom_fields":
             out[field] = _custom(value, CONTACT_CUSTOM_FIELDS, errors)
+        elif field == "view_all_tickets":
+            if not isinstance(value, bool):
+                errors.append(mismatch(field, value, "Boolean"))
+            else:
+                out[field] = int(value)
         else:
             out[field] = _string(field, value, errors)
+    if creating and body.get("view_all_tickets") is True and body.get("company_id") is None:
+        message = "Company ID is required for a contact to view all tickets"
+        errors.append(error("company_id", message, "missing_field"))
     if creating:
         if "name" not in body:
             errors.append(error("name", "It should be a/an String", "missing_field"))

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from freshdesk.api import API
+from freshdesk.v2.errors import FreshdeskBadRequest, FreshdeskError, FreshdeskNotFound
 
 from uwf.sandboxes import sandbox_credentials
 
@@ -204,6 +206,44 @@ def test_contact_fields_describe_defaults_and_custom(client: httpx.Client) -> No
     assert fields["company_name"]["type"] == "default_company_name"
     assert fields["department"]["type"] == "custom_text"
     assert fields["department"]["default"] is False
+
+
+def test_python_freshdesk_client_manages_companies_and_contacts(sandbox: RunningSandbox) -> None:
+    # The library's create_contact sends view_all_tickets and a description of its own.
+    api = API(sandbox.credentials["domain"], sandbox.credentials["api_key"])
+    api._api_prefix = f"{sandbox.url}/api/v2/"
+    tag = _tag()
+
+    company = api.companies.create_company(name=f"Hooli XYZ {tag}", domains=[f"{tag}.test"])
+    assert api.companies.get_company(company.id).domains == [f"{tag}.test"]
+    assert api.companies.update_company(company.id, industry="Software").industry == "Software"
+    assert company.id in [c.id for c in api.companies.list_companies()]
+    person = api.contacts.create_contact(
+        name=f"Nelson Bighetti {tag}", email=f"bighead.{tag}@hooli.test", company_id=company.id
+    )
+    assert (person.description, person.view_all_tickets) == ("Freshdesk Contact", False)
+    [found] = api.contacts.list_contacts(email=f"bighead.{tag}@hooli.test")
+    assert found.company_id == company.id
+    assert api.contacts.update_contact(person.id, job_title="Dean").job_title == "Dean"
+
+    with pytest.raises(FreshdeskError, match="409"):
+        api.companies.create_company(name=f"hooli xyz {tag}")
+    with pytest.raises(FreshdeskBadRequest, match="Validation failed"):
+        api.contacts.create_contact(email=f"nameless.{tag}@hooli.test")
+    with pytest.raises(FreshdeskNotFound):
+        api.contacts.get_contact(999)
+
+
+def test_viewing_all_tickets_needs_a_company(client: httpx.Client) -> None:
+    body = {"name": "Jared Dunn", "email": f"jared.{_tag()}@hooli.test", "view_all_tickets": True}
+    response = client.post("/contacts", json=body)
+    assert response.status_code == 400
+    assert response.json() == validation(
+        ("company_id", "Company ID is required for a contact to view all tickets", "missing_field")
+    )
+    made = client.post("/contacts", json={**body, "company_id": ACME})
+    assert made.status_code == 201
+    assert made.json()["view_all_tickets"] is True
 
 
 # --------------------------------------------------------------------------- 404 and 401
