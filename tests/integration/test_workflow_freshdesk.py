@@ -55,6 +55,32 @@ output:
   ticket_id: "{{ steps.ticket.id }}"
 """
 
+ONBOARD = """
+kind: workflow
+name: onboard_customer
+tenant: hooli
+connection: hooli-freshdesk
+input_schema: {type: object, required: [company, person, email]}
+steps:
+  - id: company
+    type: create_record
+    object: account
+    fields:
+      name: "{{ input.company }}"
+      industry: Software
+  - id: person
+    type: create_record
+    object: contact
+    fields:
+      name: "{{ input.person }}"
+      email: "{{ input.email }}"
+      title: CTO
+      account_id: "{{ steps.company.id }}"
+output:
+  company_id: "{{ steps.company.id }}"
+  contact_id: "{{ steps.person.id }}"
+"""
+
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
@@ -80,6 +106,7 @@ def metadata_dir(tmp_path: Path) -> Path:
     hooli.write_text(text)
     (directory / "hooli_note_only.yaml").write_text(NOTE_ONLY)
     (directory / "hooli_open_case.yaml").write_text(OPEN_CASE)
+    (directory / "hooli_onboard.yaml").write_text(ONBOARD)
     return directory
 
 
@@ -220,6 +247,32 @@ async def test_lost_create_response_is_found_by_its_step_key(harness: Harness) -
     [ticket] = found["results"]
     assert ticket["id"] == execution.output["ticket_id"]
     assert (ticket["subject"], ticket["priority"]) == ("Printer on fire", 3)
+
+
+async def test_lost_company_and_contact_creates_are_found_not_made_twice(
+    harness: Harness,
+) -> None:
+    # Every write's response is lost: the company is found again by its (unique) name, the
+    # contact by the step key it carries in unique_external_id.
+    data = {"company": "Pied Piper", "person": "Bertram Gilfoyle", "email": "gilfoyle@pp.test"}
+    harness.sandbox.control(drop_after_write_rate=1.0)
+    execution = await harness.execute("onboard_customer", data)
+    assert harness.sandbox.stats()["dropped_after_write"] == 2
+    harness.sandbox.reset()
+
+    assert execution.status == "succeeded", execution.error
+    runs = await harness.store.step_runs(execution.id)
+    assert [(r.step_id, r.attempts) for r in runs] == [("company", 1), ("person", 1)]
+    assert all(r.response is not None and r.response["verified"] for r in runs)
+    with harness.freshdesk() as client:
+        companies = client.get("/companies/autocomplete", params={"name": "Pied Piper"}).json()
+        contacts = client.get("/contacts", params={"email": "gilfoyle@pp.test"}).json()
+    assert companies["companies"] == [{"id": execution.output["company_id"], "name": "Pied Piper"}]
+    [contact] = contacts
+    assert contact["id"] == execution.output["contact_id"]
+    assert contact["company_id"] == execution.output["company_id"]
+    assert contact["unique_external_id"] == f"{execution.id}:person"
+    assert contact["job_title"] == "CTO"
 
 
 async def test_freshdesk_validation_error_fails_the_execution(harness: Harness) -> None:
