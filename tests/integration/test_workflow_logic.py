@@ -90,6 +90,38 @@ steps:
       case_id: "{{ input.case_id }}"
       priority: "{{ input.priority }}"
 """
+ASSIGN_OR_EXPLAIN = """
+kind: workflow
+name: assign_or_explain
+tenant: acme
+connection: acme-zendesk
+input_schema:
+  type: object
+  required: [case_id, owner_id]
+steps:
+  - id: announce
+    type: add_comment
+    object: case
+    record_id: "{{ input.case_id }}"
+    body: "Assigning to {{ input.owner_id }}"
+  - id: assign
+    type: assign
+    object: case
+    record_id: "{{ input.case_id }}"
+    owner_id: "{{ input.owner_id }}"
+    on_failure:
+      - id: explain
+        type: add_comment
+        object: case
+        record_id: "{{ input.case_id }}"
+        body: "Assignment failed ({{ error.type }}): {{ error.message }}"
+on_failure:
+  - id: report
+    type: add_comment
+    object: case
+    record_id: "{{ input.case_id }}"
+    body: "Failed at {{ error.step }}; its compensation {{ error.step_compensation.status }}"
+"""
 PASSTHROUGH_MAPS = """
 kind: value_map
 name: tone
@@ -159,6 +191,7 @@ def metadata_dir(tmp_path: Path) -> Path:
     (directory / "note_each.yaml").write_text(NOTE_EACH)
     (directory / "reprioritise.yaml").write_text(FAILING)
     (directory / "set_tone.yaml").write_text(PASSTHROUGH_MAPS)
+    (directory / "assign_or_explain.yaml").write_text(ASSIGN_OR_EXPLAIN)
     return directory
 
 
@@ -315,6 +348,82 @@ async def test_failed_compensation_is_recorded_and_the_reason_stays(harness: Har
     ledger = await harness.ledger(done.id)
     assert ledger["on_failure"].status == "failed"
     assert "on_failure.tell" not in ledger
+
+
+async def test_a_steps_own_on_failure_runs_before_the_workflows(harness: Harness) -> None:
+    """Zendesk refuses an assignee that does not exist (422 RecordInvalid): the step's own
+    compensation leaves a note with the CRM's reason, then the workflow's runs, and the
+    execution ends failed with that reason."""
+    done = await harness.execute("assign_or_explain", {"case_id": 49, "owner_id": 999999})
+    assert done.status == "failed"
+    assert done.error is not None
+    assert done.error["step"] == "assign"
+    assert (
+        "422 Unprocessable Entity: RecordInvalid: Record validation errors" in done.error["message"]
+    )
+    assert done.error["step_compensation"] == {"status": "succeeded"}
+    assert done.error["compensation"] == {"status": "succeeded"}
+    ledger = await harness.ledger(done.id)
+    assert ledger["assign"].status == "failed"
+    assert ledger["assign"].attempts == 1  # a 422 is not retried
+    assert [k for k in ledger if "on_failure" in k] == [
+        "assign.on_failure",
+        "assign.on_failure.explain",
+        "on_failure",
+        "on_failure.report",
+    ]
+    assert all(ledger[k].status == "succeeded" for k in ledger if "on_failure" in k)
+    explain = ledger["assign.on_failure.explain"].request["body"]["ticket"]["metadata"]
+    assert explain == {"uwf_step_key": f"{done.id}:assign.on_failure.explain"}
+    notes = harness.comments(49)[-3:]
+    assert notes[0] == "Assigning to 999999"
+    assert notes[1] == (
+        "Assignment failed (crm_error): Zendesk Support answered 422 Unprocessable Entity: "
+        "RecordInvalid: Record validation errors"
+    )
+    assert notes[2] == "Failed at assign; its compensation succeeded"
+    view = await execution_view(harness.store, done)
+    assert [(s.id, s.type) for s in view.steps if "on_failure" in s.id] == [
+        ("assign.on_failure", "on_failure"),
+        ("assign.on_failure.explain", "add_comment"),
+        ("on_failure", "on_failure"),
+        ("on_failure.report", "add_comment"),
+    ]
+
+
+async def test_a_crash_during_step_compensation_resumes_it_once(harness: Harness) -> None:
+    """A worker dies while the step's compensation note is on its way; another resumes the
+    compensation from the ledger: the failed step is not sent again, the note is written once."""
+    harness.sandbox.control(latency_ms=300)
+    eid = await harness.submit("assign_or_explain", {"case_id": 49, "owner_id": 999998})
+    [claimed] = await harness.store.claim("doomed-worker", 1, lease_seconds=1)
+    dying = asyncio.create_task(harness.executor._interpreter.run(claimed, "doomed-worker"))
+    for _ in range(400):
+        if "assign.on_failure" in await harness.ledger(eid):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the step's compensation never started")
+    await asyncio.sleep(0.1)  # the note's request is in flight
+    dying.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await dying
+    assert (await harness.ledger(eid))["assign.on_failure"].status == "running"
+    harness.sandbox.control(latency_ms=0)
+
+    await harness.run_due()
+
+    done = await harness.store.get_execution(eid)
+    assert done is not None
+    assert done.status == "failed"
+    assert done.error is not None
+    assert done.error["step_compensation"] == {"status": "succeeded"}
+    assert done.claims == 2
+    ledger = await harness.ledger(eid)
+    assert ledger["assign"].attempts == 1  # the failed step is not sent again
+    explained = [c for c in harness.comments(49) if c.startswith("Assignment failed")]
+    assert len(explained) == 1
+    assert "RecordInvalid" in explained[0]
 
 
 @pytest.mark.parametrize(

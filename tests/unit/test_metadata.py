@@ -129,8 +129,8 @@ BREAKAGES = {
         "    public: false\n    visible: true",
         "steps[3].visible",
         "unknown field",
-        "fields: id, when, connection, output, retry, timeout_seconds, type, object, record_id, "
-        "body, public",
+        "fields: id, when, on_failure, connection, output, retry, timeout_seconds, type, object, "
+        "record_id, body, public",
         "visible: true",
     ),
     "missing-field": Breakage(

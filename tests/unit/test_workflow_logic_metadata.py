@@ -214,3 +214,83 @@ def test_the_json_schema_knows_the_new_step_types() -> None:
         assert name in schema
     assert '"as"' in schema
     assert '"as_"' not in schema
+
+
+STEP_COMPENSATION = """kind: workflow
+name: comp
+tenant: acme
+connection: acme-zendesk
+input_schema: {type: object}
+steps:
+  - id: assign
+    type: assign
+    object: case
+    record_id: 1
+    owner_id: 2
+    on_failure:
+      - id: explain
+        type: add_comment
+        object: case
+        record_id: 1
+        body: "{{ error.message }} {{ steps.nobody }}"
+        on_failure:
+          - {id: deeper, type: add_comment, object: case, record_id: 1, body: x}
+on_failure:
+  - id: report
+    type: add_comment
+    object: case
+    record_id: 1
+    body: report
+    on_failure:
+      - {id: again, type: add_comment, object: case, record_id: 1, body: y}
+"""
+
+
+def test_compensation_inside_compensation_is_refused_with_file_line_and_path(
+    metadata: Path,
+) -> None:
+    (metadata / "comp.yaml").write_text(STEP_COMPENSATION)
+    bundle, problems = validate_directory(metadata)
+    assert bundle is None
+    assert [(p.file, p.line, p.path, p.message) for p in problems] == [
+        (
+            "comp.yaml",
+            17,
+            "steps[0].on_failure[0].body",
+            "`steps.nobody` does not name an earlier step",
+        ),
+        (
+            "comp.yaml",
+            19,
+            "steps[0].on_failure[0].on_failure",
+            "step 'explain' is a compensation step and cannot have its own on_failure",
+        ),
+        (
+            "comp.yaml",
+            27,
+            "on_failure[0].on_failure",
+            "step 'report' is a compensation step and cannot have its own on_failure",
+        ),
+    ]
+
+
+def test_a_steps_compensation_keys_resolve_and_count_toward_the_key_limit(
+    metadata: Path,
+) -> None:
+    text = STEP_COMPENSATION.split("        on_failure:")[0].replace(" {{ steps.nobody }}", "")
+    (metadata / "comp.yaml").write_text(text)
+    bundle, problems = validate_directory(metadata)
+    assert problems == []
+    assert bundle is not None
+    workflow = bundle.workflow("acme", "comp")
+    assert workflow is not None
+    assert step_at(bundle, workflow, "assign.on_failure.explain").type == "add_comment"
+    assert step_at(bundle, workflow, "assign.on_failure.nothere") is None
+    assert key_root("assign.on_failure.explain") == "assign"
+    too_long = text.replace("id: explain", "id: " + "e" * 48)
+    (metadata / "comp.yaml").write_text(too_long)
+    _, problems = validate_directory(metadata)
+    assert [p.message.split(";")[0] for p in problems] == [
+        "the longest step key of this workflow (nested ids joined with '.', loop indexes in "
+        "[]) has 66 characters"
+    ]

@@ -57,7 +57,8 @@ async def execution_view(
         steps.append(_step_view(top_id, top_type, runs.get(top_id)))
         for run in nested.get(top_id, []):
             spec = step_at(bundle, workflow, run.step_id) if bundle and workflow else None
-            steps.append(_step_view(run.step_id, spec.type if spec else "unknown", run))
+            kind = "on_failure" if run.step_id.endswith(".on_failure") else "unknown"
+            steps.append(_step_view(run.step_id, spec.type if spec else kind, run))
     # Sensitive input properties are stored sealed; shown, they are `***` under their key.
     data = mask_sensitive(execution.input, workflow.input_schema) if workflow else execution.input
     return ExecutionView(

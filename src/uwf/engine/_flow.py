@@ -1,4 +1,5 @@
-"""Workflow logic as data: blocks of steps, `switch`, `for_each`, `call_workflow`, `on_failure`.
+"""Workflow logic as data: blocks of steps, `switch`, `for_each`, `call_workflow`, `on_failure`
+(the workflow's and a step's own).
 
 One `Walk` carries an execution through its workflow for one claim. Every step, however deeply
 nested, has a ledger key that depends only on where it sits, never on when it ran:
@@ -10,6 +11,7 @@ nested, has a ledger key that depends only on where it sits, never on when it ra
 | in round 3 of for_each `loop` | `loop[3].note` |
 | in the workflow called by step `sub` | `sub.note` |
 | a compensation step | `on_failure.note` |
+| in step `note`'s own `on_failure` | `note.on_failure.reopen`, `loop[3].note.on_failure.x` |
 
 The step key sent to the CRM (idempotency key, correlation marker) is `<execution id>:<key>`,
 so a resumed execution finds, verifies or skips exactly the writes it made before.
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["Outcome", "Walk", "compiled_expression", "compiled_value"]
 
 _CONTINUE = ("succeeded", "skipped")
+_FAILED = ("failed", "dead")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,41 +103,60 @@ class Walk:
                     )
                 else:
                     return Outcome("succeeded", output=output)
-            if outcome.status not in ("failed", "dead") or not workflow.on_failure:
+            if outcome.status not in _FAILED or not workflow.on_failure:
                 return outcome
-            compensation = StepRun(
-                step_id="on_failure",
+        else:
+            self.position = compensation.position + 1
+            for key, run in self.ledger.items():
+                if _is_top_level(key) and run.status in _CONTINUE:
+                    context["steps"][key] = run.output
+            outcome = _recorded_failure(compensation)
+        assert workflow.on_failure is not None
+        return await self._compensate(
+            workflow, workflow.on_failure, "on_failure", outcome, compensation, context, value_maps
+        )
+
+    async def _compensate(
+        self,
+        workflow: WorkflowSpec,
+        block: list[StepSpec],
+        key: str,
+        outcome: Outcome,
+        run: StepRun | None,
+        context: dict[str, Any],
+        value_maps: dict[str, ValueMap],
+    ) -> Outcome:
+        """Run compensation `block` for the failure `outcome`; `key` is `on_failure` for the
+        workflow's, `<step key>.on_failure` for a step's. `run` is its ledger entry on resume.
+
+        Returns the failure with how its compensation went (`compensation` for the workflow's,
+        `step_compensation` for a step's), or `rescheduled`.
+        """
+        if run is None:
+            run = StepRun(
+                step_id=key,
                 position=self._next_position(),
                 status="running",
                 request={"status": outcome.status, "error": outcome.error},
             )
             # Written at once: from here on a resumed execution compensates, it does not retry
             # the step that failed.
-            await self.engine._save(self.execution.id, self.owner, compensation)
-        else:
-            request = compensation.request or {}
-            outcome = Outcome(str(request.get("status", "failed")), error=request.get("error"))
-            self.position = compensation.position + 1
-            if compensation.status != "running":
-                return _compensated(outcome, compensation)
-            for key, run in self.ledger.items():
-                if _is_top_level(key) and run.status in _CONTINUE:
-                    context["steps"][key] = run.output
-        assert workflow.on_failure is not None
-        context = {**context, "steps": dict(context["steps"]), "error": outcome.error}
-        result = await self.steps(
-            workflow, workflow.on_failure, "on_failure.", context, value_maps, cancellable=False
-        )
+            await self.engine._save(self.execution.id, self.owner, run)
+        summary_key = "compensation" if key == "on_failure" else "step_compensation"
+        if run.status != "running":
+            return _compensated(outcome, run, summary_key)
+        inner = {**context, "steps": dict(context["steps"]), "error": outcome.error}
+        result = await self.steps(workflow, block, f"{key}.", inner, value_maps, cancellable=False)
         if result is not None and result.status == "rescheduled":
             return result
-        compensation.finished_at = utcnow()
+        run.finished_at = utcnow()
         if result is None:
-            compensation.status = "succeeded"
-            compensation.output = {s.id: context["steps"].get(s.id) for s in workflow.on_failure}
+            run.status = "succeeded"
+            run.output = {s.id: inner["steps"].get(s.id) for s in block}
         else:
-            compensation.status, compensation.error = "failed", result.error
-        self.engine._defer(self.execution.id, compensation)
-        return _compensated(outcome, compensation)
+            run.status, run.error = "failed", result.error
+        self.engine._defer(self.execution.id, run)
+        return _compensated(outcome, run, summary_key)
 
     def _context(self, workflow: WorkflowSpec, data: Any) -> dict[str, Any]:
         return {
@@ -188,6 +210,20 @@ class Walk:
             if run is not None and run.status in _CONTINUE:
                 context["steps"][step.id] = run.output
                 continue
+            compensation = self.ledger.get(f"{key}.on_failure") if step.on_failure else None
+            if step.on_failure and compensation is not None:
+                # The step failed before a restart and its compensation had begun: go on with
+                # it, do not run the step again.
+                compensation.position = self._next_position()
+                return await self._compensate(
+                    workflow,
+                    step.on_failure,
+                    f"{key}.on_failure",
+                    _recorded_failure(compensation),
+                    compensation,
+                    context,
+                    value_maps,
+                )
             if cancellable and self.execution.id in self.engine._cancel_requested:
                 # Between steps: what was done stays done and is shown; nothing more is sent.
                 return Outcome(
@@ -212,6 +248,16 @@ class Walk:
                     key,
                     position,
                     run,
+                    context,
+                    value_maps,
+                )
+            if outcome is not None and step.on_failure and outcome.status in _FAILED:
+                return await self._compensate(
+                    workflow,
+                    step.on_failure,
+                    f"{key}.on_failure",
+                    outcome,
+                    None,
                     context,
                     value_maps,
                 )
@@ -363,13 +409,19 @@ def _is_top_level(key: str) -> bool:
     return "." not in key and "[" not in key
 
 
-def _compensated(outcome: Outcome, compensation: StepRun) -> Outcome:
-    """The original failure, with how its compensation went."""
+def _recorded_failure(compensation: StepRun) -> Outcome:
+    """The failure a compensation entry was started for (kept in its request)."""
+    request = compensation.request or {}
+    return Outcome(str(request.get("status", "failed")), error=request.get("error"))
+
+
+def _compensated(outcome: Outcome, compensation: StepRun, summary_key: str) -> Outcome:
+    """The original failure, with how its compensation went under `summary_key`."""
     summary: dict[str, Any] = {"status": compensation.status}
     if compensation.status == "failed" and compensation.error:
         summary["message"] = compensation.error.get("message")
         summary["step"] = compensation.error.get("step")
-    return Outcome(outcome.status, error={**(outcome.error or {}), "compensation": summary})
+    return Outcome(outcome.status, error={**(outcome.error or {}), summary_key: summary})
 
 
 def _step_failure(key: str, kind: str, message: str) -> Outcome:

@@ -1,4 +1,5 @@
-"""Ledger keys of nested steps: `branch.case0.note`, `loop[3].note`, `sub.note`, `on_failure.x`.
+"""Ledger keys of nested steps: `branch.case0.note`, `loop[3].note`, `sub.note`, `on_failure.x`,
+`note.on_failure.x` (a step's own compensation).
 
 The engine (`uwf.engine._flow`) makes them; the API and replay read them back with these
 helpers, so the format is defined in one place.
@@ -37,7 +38,11 @@ def step_at(bundle: MetadataBundle, workflow: WorkflowSpec, key: str) -> Any:
         last = index == len(parts) - 1
         if last and match.group(2) is None:
             return step
-        if isinstance(step, SwitchStep) and not last and match.group(2) is None:
+        if match.group(2) is None and parts[index + 1] == "on_failure" and step.on_failure:
+            # `note.on_failure.reopen`: a step of `note`'s own compensation.
+            steps = step.on_failure
+            index += 2
+        elif isinstance(step, SwitchStep) and not last and match.group(2) is None:
             label = parts[index + 1]
             if label == "default":
                 steps = step.default or []

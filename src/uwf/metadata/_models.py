@@ -289,6 +289,11 @@ class ValueMapSpec(_Doc):
 class _BaseStep(_Doc):
     id: str = Field(pattern=STEP_ID)
     when: str | None = Field(default=None, description="JMESPath; the step is skipped when false")
+    on_failure: list[StepSpec] | None = Field(
+        default=None,
+        description="Compensation steps run when this step fails (after its retries), with "
+        "`error`; then the execution still fails (and the workflow's `on_failure` runs)",
+    )
 
 
 class _Step(_BaseStep):
@@ -526,5 +531,16 @@ STEP_OPERATION: dict[str, str] = {
     "assign": "assign",
 }
 
-for _model in (SwitchCase, SwitchStep, ForEachStep, WorkflowSpec):
+for _model in (
+    LookupStep,
+    UpdateRecordStep,
+    CreateRecordStep,
+    AddCommentStep,
+    AssignStep,
+    SwitchCase,
+    SwitchStep,
+    ForEachStep,
+    CallWorkflowStep,
+    WorkflowSpec,
+):
     _model.model_rebuild()

@@ -49,7 +49,14 @@ def check_workflow(bundle: MetadataBundle, wf: WorkflowSpec, report: Any) -> Non
         check_value(wf, ("output",), wf.output, top, checker.value_maps, report)
     if wf.on_failure:
         # Compensation sees what the main steps left (null for those that did not run).
-        checker.walk(wf.on_failure, ("on_failure",), top, "on_failure.", frozenset({"error"}))
+        checker.walk(
+            wf.on_failure,
+            ("on_failure",),
+            top,
+            "on_failure.",
+            frozenset({"error"}),
+            compensating=True,
+        )
     too_long = max_step_key_length(bundle, wf)
     if too_long > MAX_STEP_KEY_LENGTH:
         report(
@@ -96,12 +103,19 @@ class _StepChecker:
         visible: list[str],
         prefix: str,
         names: frozenset[str],
+        *,
+        compensating: bool = False,
     ) -> list[str]:
-        """Check `steps`; returns the step ids visible after them (the block's own ids)."""
+        """Check `steps`; returns the step ids visible after them (the block's own ids).
+
+        `compensating`: the steps are (inside) compensation, which has no compensation of its
+        own: a failing compensation step ends the compensation.
+        """
         wf, report = self.wf, self.report
         earlier = list(visible)
         for index, step in enumerate(steps):
             base: tuple[str | int, ...] = (*path, index)
+            self.compensation(step, base, earlier, prefix, names, compensating=compensating)
             if step.id in earlier:
                 report(wf, (*base, "id"), f"duplicate step id '{step.id}'")
             if not prefix and step.id == "on_failure":
@@ -118,6 +132,7 @@ class _StepChecker:
                         earlier,
                         f"{prefix}{step.id}.case{number}.",
                         names,
+                        compensating=compensating,
                     )
                 if step.default:
                     self.walk(
@@ -126,6 +141,7 @@ class _StepChecker:
                         earlier,
                         f"{prefix}{step.id}.default.",
                         names,
+                        compensating=compensating,
                     )
             elif isinstance(step, ForEachStep):
                 self.value(step, (*base, "items"), step.items, earlier, condition=True)
@@ -142,6 +158,7 @@ class _StepChecker:
                     earlier,
                     f"{prefix}{step.id}[{step.max_items - 1}].",
                     names | {step.as_},
+                    compensating=compensating,
                 )
             elif isinstance(step, CallWorkflowStep):
                 called = self.bundle.workflow(wf.tenant, step.workflow)
@@ -157,6 +174,37 @@ class _StepChecker:
                 self.action(step, base, earlier)
             earlier.append(step.id)
         return earlier
+
+    def compensation(
+        self,
+        step: Any,
+        base: tuple[str | int, ...],
+        earlier: list[str],
+        prefix: str,
+        names: frozenset[str],
+        *,
+        compensating: bool,
+    ) -> None:
+        """A step's own `on_failure`: its steps see what the step saw, plus `error`."""
+        if not step.on_failure:
+            return
+        if compensating:
+            self.report(
+                self.wf,
+                (*base, "on_failure"),
+                f"step '{step.id}' is a compensation step and cannot have its own on_failure",
+                "a failing compensation step ends the compensation; move these steps into "
+                "the same on_failure list",
+            )
+            return
+        self.walk(
+            step.on_failure,
+            (*base, "on_failure"),
+            earlier,
+            f"{prefix}{step.id}.on_failure.",
+            names | {"error"},
+            compensating=True,
+        )
 
     def value(
         self,
@@ -208,6 +256,7 @@ class _StepChecker:
                 "required",
                 "public",
                 "when",
+                "on_failure",
             ):
                 continue
             if name == "output":  # named JMESPath extractions over the step's result
@@ -220,7 +269,8 @@ class _StepChecker:
 
 
 def _children(steps: list[Any]) -> Iterator[tuple[str, list[Any]]]:
-    """Each nested block of `steps` with the key prefix its steps get (loops: index 0)."""
+    """Each nested block of `steps` with the key prefix its steps get (loops: their last
+    index), a step's own `on_failure` included."""
     for step in steps:
         if isinstance(step, SwitchStep):
             for number, case in enumerate(step.cases):
@@ -229,6 +279,8 @@ def _children(steps: list[Any]) -> Iterator[tuple[str, list[Any]]]:
                 yield f"{step.id}.default.", step.default
         elif isinstance(step, ForEachStep):
             yield f"{step.id}[{step.max_items - 1}].", step.steps
+        if step.on_failure:
+            yield f"{step.id}.on_failure.", step.on_failure
 
 
 def _called(steps: list[Any]) -> Iterator[tuple[str, CallWorkflowStep]]:
