@@ -52,6 +52,30 @@ output:
   sys_id: "{{ steps.incident.id }}"
 ---
 kind: workflow
+name: onboard_customer
+tenant: initech
+connection: initech-servicenow
+input_schema: {type: object, required: [company, email]}
+steps:
+  - id: company
+    type: create_record
+    object: account
+    fields:
+      name: "{{ input.company }}"
+      country: Germany
+  - id: contact
+    type: create_record
+    object: contact
+    fields:
+      first_name: Hans
+      last_name: Gruber
+      email: "{{ input.email }}"
+      account_id: "{{ steps.company.id }}"
+output:
+  company: "{{ steps.company.id }}"
+  contact: "{{ steps.contact.id }}"
+---
+kind: workflow
 name: resolve_case
 tenant: initech
 connection: initech-servicenow
@@ -209,6 +233,39 @@ async def test_lost_create_response_is_found_by_correlation_id(harness: Harness)
         created = client.get(INC, params=query).json()["result"]
     assert [(r["sys_id"], r["short_description"], r["priority"]) for r in created] == [
         (execution.output["sys_id"], "Printer on fire", "2")
+    ]
+
+
+async def test_lost_account_and_contact_responses_are_found_by_uwf_key(harness: Harness) -> None:
+    harness.sandbox.control(drop_after_write_rate=1.0)
+    data = {"company": "Nakatomi Trading", "email": "hans@nakatomi.test"}
+    eid = await harness.submit("onboard_customer", data)
+    await harness.run()
+    stats = harness.sandbox.stats()
+    harness.sandbox.reset()
+
+    execution = await harness.store.get_execution(eid)
+    assert execution is not None
+    assert execution.status == "succeeded", execution.error
+    runs = {r.step_id: r for r in await harness.store.step_runs(eid)}
+    assert all(run.response and run.response["verified"] is True for run in runs.values())
+    assert stats["dropped_after_write"] >= 2  # both answers were really lost
+    with harness.snow() as client:
+        params = {"sysparm_exclude_reference_link": "true"}
+        companies = client.get(
+            "/api/now/table/core_company",
+            params={**params, "sysparm_query": "name=Nakatomi Trading"},
+        ).json()["result"]
+        contacts = client.get(
+            "/api/now/table/customer_contact",
+            params={**params, "sysparm_query": "email=hans@nakatomi.test"},
+        ).json()["result"]
+    # One of each, marked with its step key, the contact at the company the first step made.
+    assert [(c["sys_id"], c["u_uwf_key"]) for c in companies] == [
+        (execution.output["company"], f"{eid}:company")
+    ]
+    assert [(c["sys_id"], c["name"], c["company"], c["u_uwf_key"]) for c in contacts] == [
+        (execution.output["contact"], "Hans Gruber", execution.output["company"], f"{eid}:contact")
     ]
 
 
