@@ -56,6 +56,8 @@ def test_describe_reads_live_fields_of_every_crm(uwf: Uwf, connection: str) -> N
 # (connection, object) → (native field, its canonical name, a value its options allow or None,
 # the native owner field)
 OBJECT_FIELDS = {
+    ("contoso-dynamics", "account"): ("industrycode", "industry", 7, "ownerid"),
+    ("contoso-dynamics", "contact"): ("emailaddress1", "email", None, "ownerid"),
     ("umbrella-hubspot", "account"): (
         "industry", "industry", "COMPUTER_SOFTWARE", "hubspot_owner_id"
     ),

@@ -20,7 +20,7 @@ from tests.sandbox_server import RunningSandbox, serve_sandbox
 from uwf.metadata import load_directory
 from uwf.sandboxes._dynamics_records import QUICKSTART_TICKET, guid
 from uwf.settings import Settings
-from uwf.store import Store
+from uwf.store import Execution, Store
 
 NOTE_ONLY = """
 kind: workflow
@@ -48,6 +48,35 @@ steps:
       customerid_account@odata.bind: "/accounts({{ input.account_id }})"
 output:
   case_id: "{{ steps.case.id }}"
+"""
+ONBOARD = """
+kind: workflow
+name: onboard_customer
+tenant: contoso
+connection: contoso-dynamics
+input_schema: {type: object, required: [company, email]}
+steps:
+  - id: account
+    type: create_record
+    object: account
+    fields:
+      name: "{{ input.company }}"
+      industry: "{{ input.industry }}"
+      country: "{{ input.country }}"
+      owner_id: "{{ input.owner_id }}"
+  - id: contact
+    type: create_record
+    object: contact
+    fields:
+      first_name: "{{ input.first_name }}"
+      last_name: "{{ input.last_name }}"
+      email: "{{ input.email }}"
+      account_id: "{{ steps.account.id }}"
+output:
+  account_id: "{{ steps.account.id }}"
+  industry: "{{ steps.account.industry }}"
+  contact_id: "{{ steps.contact.id }}"
+  contact_name: "{{ steps.contact.name }}"
 """
 
 
@@ -106,6 +135,7 @@ def metadata_dir(tmp_path: Path) -> Path:
     tenant.write_text(fast_retries(tenant.read_text()))
     (directory / "contoso-note-only.yaml").write_text(NOTE_ONLY)
     (directory / "contoso-open-case.yaml").write_text(OPEN_CASE)
+    (directory / "contoso-onboard.yaml").write_text(ONBOARD)
     return directory
 
 
@@ -125,6 +155,24 @@ async def harness(
     finally:
         await h.executor.runtime.close()
         await store.close()
+
+
+async def run_with_first_response_lost(
+    harness: Harness, workflow: str, data: dict[str, Any]
+) -> Execution:
+    """Run ``workflow`` once with its first write's response dropped, then to the end."""
+    harness.sandbox.control(drop_after_write_rate=1.0)
+    execution, _ = await harness.store.create_execution(
+        tenant="contoso", workflow=workflow, metadata_version=harness.version, input=data
+    )
+    [claimed] = await harness.store.claim(harness.executor.owner, 1, 30)
+    assert await harness.executor._interpreter.run(claimed, harness.executor.owner) == "running"
+    harness.sandbox.reset()
+    await harness.executor.run_until_idle(30)
+    done = await harness.store.get_execution(execution.id)
+    assert done is not None
+    assert done.status == "succeeded", done.error
+    return done
 
 
 def test_contoso_runs_acmes_escalation_unchanged() -> None:
@@ -203,22 +251,9 @@ async def test_a_created_case_whose_response_is_lost_exists_once(
     harness: Harness, crm: Crm
 ) -> None:
     """Create is an alternate-key upsert on the step key: the retry finds the same case."""
-    harness.sandbox.control(drop_after_write_rate=1.0)
-    execution, _ = await harness.store.create_execution(
-        tenant="contoso",
-        workflow="open_case",
-        metadata_version=harness.version,
-        input={"subject": "Printer on fire", "priority": "P2", "account_id": guid("account", 1)},
-    )
-    [claimed] = await harness.store.claim(harness.executor.owner, 1, 30)
-    assert await harness.executor._interpreter.run(claimed, harness.executor.owner) == "running"
-    harness.sandbox.reset()
-    await harness.executor.run_until_idle(30)
-
-    done = await harness.store.get_execution(execution.id)
-    assert done is not None
-    assert done.status == "succeeded", done.error
-    found = crm.get("/incidents", **{"$filter": f"uwf_key eq '{execution.id}:case'"})["value"]
+    data = {"subject": "Printer on fire", "priority": "P2", "account_id": guid("account", 1)}
+    done = await run_with_first_response_lost(harness, "open_case", data)
+    found = crm.get("/incidents", **{"$filter": f"uwf_key eq '{done.id}:case'"})["value"]
     assert [(c["incidentid"], c["title"], c["prioritycode"]) for c in found] == [
         (done.output["case_id"], "Printer on fire", 1)
     ]
@@ -254,3 +289,39 @@ async def test_a_dataverse_validation_error_fails_the_execution_with_its_message
     )
     assert crm.get(f"/incidents({case_id})")["prioritycode"] != 7
     assert all(n["notetext"] != "Escalated: x" for n in crm.notes(case_id))
+
+
+async def test_an_account_and_its_contact_are_created_once_though_a_response_is_lost(
+    harness: Harness, crm: Crm
+) -> None:
+    """Canonical fields in, Dataverse columns and binds out; the lost create is not repeated."""
+    bob = crm.user_id("bob@acme.test")
+    data = {
+        "company": "Initech",
+        "industry": "7",
+        "country": "United States",
+        "owner_id": bob,
+        "first_name": "Peter",
+        "last_name": "Gibbons",
+        "email": "peter.gibbons@initech.test",
+    }
+    done = await run_with_first_response_lost(harness, "onboard_customer", data)
+    runs = {r.step_id: r.attempts for r in await harness.store.step_runs(done.id)}
+    assert runs == {"account": 2, "contact": 1}  # the account was sent again, as an upsert
+    [account] = crm.get("/accounts", **{"$filter": "name eq 'Initech'"})["value"]
+    assert account["uwf_key"] == f"{done.id}:account"
+    assert (account["industrycode"], account["address1_country"]) == (7, "United States")
+    assert account["_ownerid_value"] == bob  # the bare id was bound as /systemusers(<id>)
+    [contact] = crm.get(
+        "/contacts", **{"$filter": "emailaddress1 eq 'peter.gibbons@initech.test'"}
+    )["value"]
+    assert (contact["fullname"], contact["_parentcustomerid_value"]) == (
+        "Peter Gibbons",
+        account["accountid"],
+    )
+    assert done.output == {
+        "account_id": account["accountid"],
+        "industry": 7,
+        "contact_id": contact["contactid"],
+        "contact_name": "Peter Gibbons",
+    }
