@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from uwf.sandboxes._common import Json
-from uwf.sandboxes._store import get_meta, next_id
+from uwf.sandboxes._common import Json, utc_iso
+from uwf.sandboxes._store import get_meta, next_id, set_meta
 
 INSTANCE = "uwf-sandbox"
 ADMIN_USER = "admin"
@@ -738,8 +738,22 @@ def seed(conn: sqlite3.Connection) -> None:
     _seed_incidents(conn)
     _seed_customers(conn, at)
     _seed_dictionary(conn, at)
+    set_meta(conn, "customers_seeded", utc_iso())
     # The dev tokens carry grant "dev": password grants never hand them out or re-arm them.
     expires = time.time() + _DEV_TOKEN_TTL
     for kind in ("refresh", "access"):
         row = (creds[f"{kind}_token"], kind, creds["client_id"], ADMIN_SYS_ID, "dev", expires)
         conn.execute("INSERT INTO oauth_tokens VALUES (?, ?, ?, ?, ?, ?)", row)
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """A file seeded before companies and contacts existed gains them and their dictionary.
+
+    The dictionary rows have fixed sys_ids, so writing them again only adds the new ones.
+    """
+    if get_meta(conn, "customers_seeded") is not None:
+        return
+    at = snow_time(_SEED_EPOCH)
+    _seed_customers(conn, at)
+    _seed_dictionary(conn, at)
+    set_meta(conn, "customers_seeded", utc_iso())

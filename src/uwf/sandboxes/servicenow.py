@@ -575,12 +575,14 @@ def _token(
 
 
 def _open_store(home: Path) -> SandboxStore:
-    return SandboxStore(
+    store = SandboxStore(
         home / "sandboxes" / "servicenow.sqlite3",
         schema=snow.SCHEMA,
         seed=snow.seed,
         make_credentials=snow.make_credentials,
     )
+    store.transact(snow.upgrade)  # a file from before companies and contacts gains them
+    return store
 
 
 def _error_response(request: Request, exc: Exception) -> Response:

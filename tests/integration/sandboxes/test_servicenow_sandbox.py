@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -544,6 +545,33 @@ def test_records_credentials_and_tokens_survive_a_restart(tmp_path: Path) -> Non
     account = sandbox_accounts(tmp_path, "http://127.0.0.1:8080")["servicenow"]
     assert account["base_url"] == "http://127.0.0.1:8080/sandbox/servicenow"
     assert account["client_id"] == creds["client_id"]
+
+
+def test_an_older_sandbox_file_gains_companies_and_contacts(tmp_path: Path) -> None:
+    with serve_sandbox(tmp_path, "servicenow") as first:
+        creds = first.credentials
+    # The file as a sandbox from before companies and contacts left it.
+    with sqlite3.connect(tmp_path / "sandboxes" / "servicenow.sqlite3") as db:
+        db.execute("DELETE FROM records WHERE tbl IN ('core_company', 'customer_contact')")
+        db.execute(
+            "DELETE FROM records WHERE tbl IN ('sys_dictionary', 'sys_choice') AND "
+            "json_extract(data, '$.name') IN ('core_company', 'customer_contact')"
+        )
+        db.execute("DELETE FROM sandbox_meta WHERE key = 'customers_seeded'")
+    with serve_sandbox(tmp_path, "servicenow") as second:
+        assert second.credentials == creds
+        with httpx.Client(base_url=second.url, auth=(creds["username"], creds["password"])) as c:
+            assert count(c, COMPANIES) == 4
+            assert count(c, CONTACTS) == 6
+            query = {"sysparm_query": "name=core_company^element=name"}
+            [name] = c.get("/api/now/table/sys_dictionary", params=query).json()["result"]
+            assert name["mandatory"] == "true"
+            assert c.get(INC, params={"sysparm_limit": 1}).headers["x-total-count"] == "60"
+    with (
+        serve_sandbox(tmp_path, "servicenow") as third,  # and only once
+        httpx.Client(base_url=third.url, auth=(creds["username"], creds["password"])) as c,
+    ):
+        assert count(c, COMPANIES) == 4
 
 
 # --------------------------------------------------------------------------- the vendor's client
