@@ -64,6 +64,8 @@ OBJECT_FIELDS = {
     ("umbrella-hubspot", "contact"): (
         "associatedcompanyid", "account_id", None, "hubspot_owner_id"
     ),
+    ("globex-salesforce", "account"): ("Industry", "industry", "Technology", "OwnerId"),
+    ("globex-salesforce", "contact"): ("AccountId", "account_id", None, "OwnerId"),
 }  # fmt: skip
 
 
@@ -81,6 +83,21 @@ def test_describe_reads_live_fields_of_accounts_and_contacts(
     if allowed is not None:
         assert allowed in [option["value"] for option in fields[native]["options"]]
     assert fields[owner]["canonical"] == "owner_id"
+
+
+def test_describe_reads_salesforce_users_from_the_sobject_describe(uwf: Uwf) -> None:
+    result = uwf("connections", "describe", "globex-salesforce", "--object", "user", "--json")
+
+    assert result.code == 0, result.err
+    described = result.json()
+    assert described["native_name"] == "User"
+    fields = {f["name"]: f for f in described["fields"]}
+    assert {name: fields[name]["canonical"] for name in ("Email", "Username", "IsActive")} == {
+        "Email": "email",
+        "Username": "username",
+        "IsActive": "active",
+    }
+    assert fields["IsActive"]["type"] == "boolean"
 
 
 def test_describe_prints_a_table_and_refuses_unknown_objects(uwf: Uwf) -> None:
@@ -367,3 +384,59 @@ def test_cli_dry_run_on_salesforce_writes_nothing(uwf: Uwf) -> None:
     case_after, comments_after = _salesforce_case(uwf.home, "00001001")
     assert case_after == case_before
     assert comments_after == comments_before
+
+
+ONBOARD = """
+---
+kind: workflow
+name: onboard_customer
+tenant: globex
+connection: globex-salesforce
+input_schema: {type: object}
+steps:
+  - id: company
+    type: create_record
+    object: account
+    fields:
+      name: Initrode
+      industry: Aerospace
+      country: DE
+      tier: gold
+  - id: person
+    type: create_record
+    object: contact
+    fields:
+      last_name: Waddams
+      email: milton@initrode.test
+      account_id: "{{ steps.company.id }}"
+      Department: Basement
+"""
+
+
+def test_check_against_crm_checks_mapped_salesforce_account_and_contact_fields(
+    uwf: Uwf, tmp_path: Path
+) -> None:
+    directory = tmp_path / "metadata"
+    shutil.copytree(EXAMPLES, directory)
+    path = directory / "globex.yaml"
+    text = path.read_text().replace(
+        "connector: salesforce\n",
+        "connector: salesforce\ncustom_fields:\n  account:\n    tier: {native: Tier__c}\n",
+    )
+    path.write_text(text + ONBOARD)
+
+    result = uwf("metadata", "check", str(directory), "--against-crm", "--tenant", "globex")
+
+    assert result.code == 1
+    by_path = {line.split(": ")[1]: line for line in result.stdout.splitlines()}
+    assert sorted(by_path) == [
+        "steps[0].fields.industry",
+        "steps[0].fields.tier",
+        "steps[1].fields.Department",
+    ], result.stdout
+    assert "'Aerospace'" in by_path["steps[0].fields.industry"]
+    assert (
+        "Manufacturing, Technology, Retail, Finance, Energy" in by_path["steps[0].fields.industry"]
+    )
+    assert "does not exist on salesforce Account" in by_path["steps[0].fields.tier"]
+    assert "does not exist on salesforce Contact" in by_path["steps[1].fields.Department"]
