@@ -292,3 +292,21 @@ async def test_the_breaker_opens_half_opens_and_closes() -> None:
     assert [(await governor.admit("c", limits)).wait for _ in range(3)] == [0, 0, 0]
     await governor.observe("c", limits, HEADERS, 503, {})
     assert (await governor.admit("c", limits)).wait == 0  # one failure after a success
+
+
+async def test_a_breaker_opened_by_one_worker_stops_every_worker(
+    backend: Backend,  # noqa: F811 - the fixture
+) -> None:
+    clock = Clock()
+    failing, other = Governor(backend.state(), clock=clock), Governor(backend.state(), clock=clock)
+    limits = LimitsSpec(breaker_failures=3, breaker_open_seconds=20)
+    for status in (503, None, 500):
+        assert (await failing.admit("c", limits)).wait == 0
+        await failing.observe("c", limits, HEADERS, status, {})
+
+    stopped = await other.admit("c", limits)
+    assert stopped.wait == pytest.approx(20, abs=0.01)
+    assert stopped.reason == "circuit breaker open after 3 failures in a row"
+    assert (await other.admit("d", limits)).wait == 0  # other connections go on
+    clock.advance(20)
+    assert (await other.admit("c", limits)).wait == 0

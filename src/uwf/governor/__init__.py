@@ -5,7 +5,7 @@ schedule, daily count, concurrency leases and pauses — lives in Redis when
 `UWF_GOVERNOR_URL` names one, else in the Pipe DB when it is PostgreSQL (every worker sees
 it); the embedded default (SQLite, one process) keeps it in memory. In any interval as long
 as a connection's window, no more than its budget of requests is admitted. Circuit breakers
-are per process.
+count failures per process; an open breaker pauses the connection for every worker.
 """
 
 from __future__ import annotations

@@ -188,6 +188,13 @@ class Governor:
             breaker.failures += 1
             if breaker.failures >= limits.breaker_failures:
                 breaker.open_until, breaker.probing = now + limits.breaker_open_seconds, False
+                # Every other worker stops calling this CRM too: the open breaker is a pause in
+                # the shared state (extend-only, so a longer 429 pause is kept).
+                await self._state.pause(
+                    key,
+                    breaker.open_until,
+                    f"circuit breaker open after {breaker.failures} failures in a row",
+                )
         else:
             breaker.failures, breaker.open_until, breaker.probing = 0, 0.0, False
 
