@@ -44,6 +44,7 @@ __all__ = [
     "Query",
     "access_claims",
     "attribute_json",
+    "check_duplicates",
     "entity_definition_json",
     "etag",
     "find_row",
@@ -638,6 +639,30 @@ def _case_rules(current: Mapping[str, Any] | None, changes: dict[str, Any]) -> N
         raise _bad(message, "0x80040203")
     if "statecode" in changes and status is None:
         changes["statuscode"] = DEFAULT_STATUS[state]
+
+
+# The default published duplicate detection rules the sandbox applies when a write asks for
+# them (`MSCRM.SuppressDuplicateDetection: false`): table → columns matched ignoring case.
+DUPLICATE_RULES: Mapping[str, tuple[str, ...]] = {
+    "account": ("name",),  # "Accounts with the same Account Name"
+    "contact": ("emailaddress1",),  # "Contacts with the same e-mail address"
+}
+
+
+def check_duplicates(
+    conn: sqlite3.Connection, entity: Entity, current: Mapping[str, Any] | None,
+    changes: Mapping[str, Any],
+) -> None:  # fmt: skip
+    """Refuse a write that sets a rule's column to a value another record already has."""
+    own = "" if current is None else current[entity.pk]
+    for column in DUPLICATE_RULES.get(entity.logical, ()):
+        if not changes.get(column):
+            continue
+        sql = (f"SELECT 1 FROM {entity.logical} WHERE {column} = ? COLLATE NOCASE "  # noqa: S608 - our column names
+               f"AND {entity.pk} != ? LIMIT 1")  # fmt: skip
+        if conn.execute(sql, (changes[column], own)).fetchone() is not None:
+            raise DynamicsError(500, "0x80040333", "A record was not created or updated because "
+                                "a duplicate of the current record already exists.")  # fmt: skip
 
 
 def _active_inactive_rules(

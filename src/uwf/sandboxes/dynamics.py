@@ -52,6 +52,7 @@ from uwf.sandboxes._dynamics_records import (
     FreshSecrets,
     access_claims,
     attribute_json,
+    check_duplicates,
     entity_definition_json,
     etag,
     find_row,
@@ -559,7 +560,10 @@ class _DataverseApi:
     async def _write(
         self, request: Request, caller: _Caller, entity: Entity, key: Key | None
     ) -> Response:
-        """POST (create), PATCH (update, or upsert unless `If-Match`/`If-None-Match` say)."""
+        """POST (create), PATCH (update, or upsert unless `If-Match`/`If-None-Match` say).
+
+        `MSCRM.SuppressDuplicateDetection: false` applies the duplicate detection rules.
+        """
         try:
             body = json.loads(await request.body())
         except ValueError:
@@ -571,6 +575,7 @@ class _DataverseApi:
                                 "was expected.")  # fmt: skip
         base, query = public_base_url(request), parse_query(entity, request.query_params)
         if_match, if_none = _if_header(request, "if-match"), _if_header(request, "if-none-match")
+        detect = request.headers.get("mscrm.suppressduplicatedetection", "").lower() == "false"
 
         def work(conn: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
             current, target = None if key is None else find_row(conn, entity, key), key
@@ -587,6 +592,8 @@ class _DataverseApi:
                 if find_row(conn, entity, target) is not None:
                     raise _duplicate()
             changes.pop(entity.pk, None)  # on PATCH the key in the URL decides
+            if detect:  # duplicate detection runs only when a request asks for it
+                check_duplicates(conn, entity, current, changes)
             if isinstance(key, tuple) and current is not None:
                 changes.pop(key[0], None)  # an upsert never changes the key it matched on
             try:

@@ -994,3 +994,28 @@ def test_field_metadata_describes_accounts_and_contacts(api: httpx.Client) -> No
         False,
     )
     assert by_name["emailaddress1"]["IsValidForCreate"] is True
+
+
+def test_duplicate_detection_refuses_only_when_asked(api: httpx.Client) -> None:
+    """The default rules: accounts with the same name, contacts with the same e-mail address."""
+    detect = {"MSCRM.SuppressDuplicateDetection": "false"}
+    same_name = api.post("/accounts", json={"name": "northwind"}, headers=detect)
+    message = odata_error(same_name, 500, "0x80040333")
+    assert message == (
+        "A record was not created or updated because a duplicate of the current record "
+        "already exists."
+    )
+    email = {"lastname": "Twin", "emailaddress1": "Rene.Valdes@fabrikam.test"}
+    odata_error(api.post("/contacts", json=email, headers=detect), 500, "0x80040333")
+    twin = api.post("/contacts", json=email, headers=REPRESENTATION)  # no header: allowed
+    assert twin.status_code == 201
+    moved = api.patch(
+        f"/contacts({twin.json()['contactid']})",
+        json={"emailaddress1": "sidney.higa@northwind.test"},
+        headers={**detect, **UPDATE_ONLY},
+    )
+    odata_error(moved, 500, "0x80040333")
+    # A record is no duplicate of itself: an update that keeps Fabrikam's name passes.
+    same = api.patch(f"/accounts({guid('account', 1)})", json={"name": "Fabrikam"},
+                     headers={**detect, **UPDATE_ONLY})  # fmt: skip
+    assert same.status_code == 200
