@@ -18,6 +18,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,11 @@ CASE_REQUIRES: dict[str, dict[str, Any]] = {
 }
 
 
+def _iso_now() -> str:
+    """The time as the engine puts it into an operation's context: ISO-8601 UTC, ms."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _cases(objects: Iterable[str]) -> list[tuple[str, str]]:
     examples = load_directory(EXAMPLES)
     with_connection = {c.connector for c in examples.connections.values()}
@@ -88,6 +94,8 @@ class Crm:
         assert spec is not None, f"{self.target.spec.id}: no {operation}"
         if isinstance(context.get("fields"), dict):
             context = {**context, "fields": self.obj.to_native(context["fields"])}
+        # The engine gives every attempt its time (HubSpot notes need it as `hs_timestamp`).
+        context = {"now": _iso_now(), **context}
         result = await self.executor.runtime.call(self.target, spec, context)
         return self.obj.to_canonical(result.result)
 

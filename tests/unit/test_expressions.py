@@ -152,6 +152,12 @@ def test_a_compiled_value_can_be_evaluated_against_many_contexts() -> None:
         ("coalesce(input.missing, input.empty)", None),
         ("coalesce(input.missing, 'fallback')", "fallback"),
         ("lower(coalesce(input.missing, input.priority))", "p2"),
+        (
+            "merge_each([input.owner, {name: 'Bo'}], {case: input.case_id})",
+            [{"ids": [7, 3], "name": "Ada", "case": 123}, {"name": "Bo", "case": 123}],
+        ),
+        ("merge_each(input.tags, {case: input.case_id})", ["vip", "billing"]),
+        ("merge_each(input.owner.ids[?@ > `10`], {case: input.case_id})", []),
         ("length(input.tags)", 2),
         ("input.priority == 'P2' && !(input.silent)", True),
     ],

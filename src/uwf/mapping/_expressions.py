@@ -9,9 +9,9 @@ A metadata value is compiled once (when metadata is loaded) and evaluated many t
 * dicts and lists are compiled member by member.
 
 Project functions are JMESPath custom functions: `value_map(name, value)`, `lower`, `upper`,
-`trim`, `coalesce(a, b, …)`, conversions (`e164`, `iso_country`, `now`, `format_date`; see
-`_functions`), and quoting for CRM query languages: `url_encode`, `soql_quote`,
-`odata_quote`, `snow_escape`.
+`trim`, `coalesce(a, b, …)`, `merge_each(items, extra)`, conversions (`e164`, `iso_country`,
+`now`, `format_date`; see `_functions`), and quoting for CRM query languages: `url_encode`,
+`soql_quote`, `odata_quote`, `snow_escape`.
 
 Limits (`Limits`, checked on every evaluation, each failure an `ExpressionError` quoting the
 expression): the document an expression reads (`max_document_nodes`, `max_depth`), every
@@ -136,6 +136,16 @@ class _Functions(jmespath.functions.Functions):
     @jmespath.functions.signature({"types": [], "variadic": True})
     def _func_coalesce(self, *values: Any) -> Any:
         return next((v for v in values if v is not None and v != ""), None)
+
+    @jmespath.functions.signature({"types": ["array"]}, {"types": ["object"]})
+    def _func_merge_each(self, items: list[Any], extra: dict[str, Any]) -> list[Any]:
+        """`merge_each(items, extra)`: every object of `items` with `extra`'s keys added.
+
+        JMESPath cannot reach outside a projection (`items[*]` sees only each item), so a
+        value from elsewhere in the document, e.g. the operation's `input`, is given to every
+        element this way. Elements that are not objects are kept as they are.
+        """
+        return [{**item, **extra} if isinstance(item, dict) else item for item in items]
 
     # Conversions; the work is done in `_functions`. JMESPath has no optional arguments, so
     # the optional ones are variadic and their count is checked here.

@@ -274,6 +274,30 @@ def test_search_by_association_and_sort(api: httpx.Client) -> None:
     }  # fmt: skip
 
 
+def test_a_tickets_notes_by_association_newest_first(api: httpx.Client) -> None:
+    """What `comment.lookup` sends: notes associated to one ticket, by `hs_timestamp` desc."""
+    to_ticket = [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 228}]
+    made = []
+    for body, at in (("older", "2024-06-01T12:00:00Z"), ("newer", "2024-06-02T12:00:00Z")):
+        note = {"properties": {"hs_note_body": body, "hs_timestamp": at},
+                "associations": [{"to": {"id": "1109"}, "types": to_ticket}]}  # fmt: skip
+        made.append(api.post("/crm/v3/objects/notes", json=note).json()["id"])
+    on_ticket = {"propertyName": "associations.ticket", "operator": "EQ", "value": "1109"}
+    found = api.post("/crm/v3/objects/notes/search", json={
+        "filterGroups": [{"filters": [on_ticket]}],
+        "sorts": [{"propertyName": "hs_timestamp", "direction": "DESCENDING"}],
+        "properties": ["hs_note_body"],
+    }).json()  # fmt: skip
+    # Ticket 1109's seeded note (8009, January 2024) comes last.
+    assert [r["id"] for r in found["results"]] == [*made[::-1], "8009"]
+    assert found["results"][0]["properties"] == {"hs_note_body": "newer"}
+    elsewhere = {**on_ticket, "value": "1110"}
+    other = api.post(
+        "/crm/v3/objects/notes/search", json={"filterGroups": [{"filters": [elsewhere]}]}
+    )
+    assert set(made).isdisjoint(r["id"] for r in other.json()["results"])
+
+
 def test_company_and_contact_properties_describe(api: httpx.Client) -> None:
     companies = {p["name"]: p for p in api.get("/crm/v3/properties/companies").json()["results"]}
     industry = companies["industry"]
