@@ -67,6 +67,7 @@ CORPUS = [
     "lower(input.a)",
     "upper(trim(input.p))",
     "coalesce(input.a, input.b, 'none')",
+    "merge_each(input.a, {b: input.b})",
     "e164(input.phone, 'US')",
     "e164(input.phone)",
     "iso_country(input.a)",
