@@ -54,6 +54,33 @@ steps:
 output:
   ticket_id: "{{ steps.ticket.id }}"
 """
+ONBOARD = """
+kind: workflow
+name: onboard_customer
+tenant: umbrella
+connection: umbrella-hubspot
+input_schema:
+  type: object
+  required: [company, email]
+steps:
+  - id: company
+    type: create_record
+    object: account
+    fields:
+      name: "{{ input.company }}"
+      industry: RETAIL
+  - id: person
+    type: create_record
+    object: contact
+    fields:
+      first_name: Dana
+      last_name: Scully
+      email: "{{ input.email }}"
+      account_id: "{{ steps.company.id }}"
+output:
+  company_id: "{{ steps.company.id }}"
+  contact_id: "{{ steps.person.id }}"
+"""
 # A public app's OAuth connection. The client id is not a secret but the sandbox draws it at
 # random on first start, and metadata takes it only as a literal: the test writes it in.
 OAUTH = """
@@ -106,6 +133,7 @@ def metadata_dir(tmp_path: Path) -> Path:
     (directory / "umbrella.yaml").write_text(text)
     (directory / "note_only.yaml").write_text(NOTE_ONLY)
     (directory / "open_case.yaml").write_text(OPEN_CASE)
+    (directory / "onboard_customer.yaml").write_text(ONBOARD)
     return directory
 
 
@@ -298,3 +326,44 @@ async def test_note_gets_its_timestamp_from_the_engine(harness: Harness) -> None
     execution = await harness.store.get_execution(eid)
     assert execution is not None
     assert execution.status == "succeeded", execution.error
+
+
+@SQLITE_ONLY
+async def test_onboarding_with_a_lost_company_create_makes_one_company_and_contact(
+    harness: Harness,
+) -> None:
+    # The company's create is answered but the answer is lost; the engine sends it again,
+    # and the upsert on `uwf_key` finds the company the first request made.
+    harness.sandbox.control(drop_after_write_rate=1.0)
+    data = {"company": "Vandelay Industries", "email": "dana.scully@vandelay.test"}
+    eid = await harness.submit("onboard_customer", data)
+    [claimed] = await harness.store.claim(harness.executor.owner, 1, 30)
+    assert await harness.executor._interpreter.run(claimed, harness.executor.owner) == "running"
+    harness.sandbox.reset()
+    await harness.run()
+
+    execution = await harness.store.get_execution(eid)
+    assert execution is not None
+    assert execution.status == "succeeded", execution.error
+    runs = {r.step_id: r for r in await harness.store.step_runs(eid)}
+    assert (runs["company"].attempts, runs["person"].attempts) == (2, 1)
+    company_id, contact_id = execution.output["company_id"], execution.output["contact_id"]
+    with harness.hubspot() as client:
+        name = {"propertyName": "name", "operator": "EQ", "value": "Vandelay Industries"}
+        found = client.post(
+            "/crm/v3/objects/companies/search", json={"filterGroups": [{"filters": [name]}]}
+        ).json()
+        contact = client.get(
+            f"/crm/v3/objects/contacts/{contact_id}",
+            params={"properties": "email,associatedcompanyid,uwf_key"},
+        ).json()["properties"]
+        linked = client.get(f"/crm/v4/objects/contacts/{contact_id}/associations/companies")
+    assert [c["id"] for c in found["results"]] == [company_id]
+    assert contact == {
+        "email": "dana.scully@vandelay.test",
+        "associatedcompanyid": company_id,
+        "uwf_key": f"{eid}:person",
+    }
+    [link] = linked.json()["results"]
+    assert str(link["toObjectId"]) == company_id
+    assert {t["label"] for t in link["associationTypes"]} == {"Primary", None}
