@@ -195,6 +195,34 @@ def test_builtin_zendesk_comments_are_not_resent_blindly_and_creates_carry_a_key
     assert ticket["update"].is_idempotent is True
 
 
+@pytest.mark.parametrize(
+    ("canonical", "expected"),
+    [
+        (
+            {"account_id": "5f1c2a8e-0000-4000-8000-00000000000a", "last_name": "Scully"},
+            {
+                "parentcustomerid_account@odata.bind": "/accounts(5f1c2a8e-0000-4000-8000-"
+                "00000000000a)",
+                "lastname": "Scully",
+            },
+        ),
+        ({"owner_id": "/systemusers(abc)"}, {"ownerid@odata.bind": "/systemusers(abc)"}),
+        ({"owner_id": "x)/../y"}, {"ownerid@odata.bind": "/systemusers(x%29%2F..%2Fy)"}),
+        ({"email": "a@b.test"}, {"emailaddress1": "a@b.test"}),
+    ],
+    ids=["bare-account-id", "path-as-given", "hostile-id-encoded", "no-lookup"],
+)
+def test_dynamics_contact_writes_bind_lookups_by_path(
+    canonical: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    """A bare id becomes the record's path; a path is kept; nothing else is touched."""
+    contact = builtin_connectors()["dynamics"].objects["contact"]
+    context = {"fields": contact.to_native(canonical), "record_id": "r", "step_key": "e:s"}
+    for name in ("create", "update"):
+        operation = contact.operations[name]  # type: ignore[index]
+        assert operation.compiled["body"].evaluate(context) == expected
+
+
 # -- Retry-After -----------------------------------------------------------------------------
 
 
