@@ -56,7 +56,7 @@ def test_builtin_zendesk_spec_loads() -> None:
 
     assert spec.name == "Zendesk Support"
     assert set(spec.auth) == {"api_token", "bearer"}
-    assert set(spec.objects) == {"case", "user"}
+    assert set(spec.objects) == {"case", "user", "comment", "account", "contact"}
     assert set(spec.objects["case"].operations) == {
         "get",
         "update",

@@ -30,6 +30,7 @@ __all__ = [
     "REGIONS",
     "REGION_FIELD",
     "SCHEMA",
+    "SEED_EPOCH",
     "STATUSES",
     "SUBDOMAIN",
     "TYPES",
@@ -37,6 +38,7 @@ __all__ = [
     "Errors",
     "NewComment",
     "ZendeskError",
+    "audit_json",
     "comment_json",
     "find_or_create_requester",
     "insert_comment",
@@ -91,13 +93,14 @@ ORDER_FIELD, REGION_FIELD = 360001, 360002  # custom ticket fields: text, tagger
 ESCALATED_FIELD = 360003  # custom ticket field: checkbox (true/false, never null once written)
 _CUSTOM_FIELDS = (ORDER_FIELD, REGION_FIELD, ESCALATED_FIELD)
 REGIONS = ("emea", "amer", "apac")
-_SEED_EPOCH = 1704067200  # 2024-01-01T00:00:00Z: seeded timestamps never change
+SEED_EPOCH = 1704067200  # 2024-01-01T00:00:00Z: seeded timestamps never change
 _MAX_ID = 2**63 - 1  # SQLite's INTEGER; larger ids cannot exist
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT UNIQUE COLLATE NOCASE,
-    role TEXT NOT NULL, external_id TEXT, active INTEGER NOT NULL,
+    role TEXT NOT NULL, external_id TEXT UNIQUE COLLATE NOCASE, active INTEGER NOT NULL,
+    phone TEXT, organization_id INTEGER, user_fields TEXT NOT NULL DEFAULT '{}',
     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS groups (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tickets (
@@ -147,11 +150,12 @@ _TICKET_STATIC: Json = {
     "allow_attachments": True, "from_messaging_channel": False,
 }  # fmt: skip
 _USER_STATIC: Json = {
-    "time_zone": "UTC", "iana_time_zone": "Etc/UTC", "phone": None, "photo": None,
-    "locale": "en-US", "locale_id": 1, "organization_id": None, "role_type": None,
+    "time_zone": "UTC", "iana_time_zone": "Etc/UTC", "photo": None,
+    "locale": "en-US", "locale_id": 1, "role_type": None,
     "verified": True, "tags": [], "alias": None, "shared": False, "suspended": False,
-    "default_group_id": None, "user_fields": {},
+    "default_group_id": None,
 }  # fmt: skip
+_USER_INSERT = "id, name, email, role, external_id, active, created_at, updated_at"
 _TICKET_COLUMNS = ("id", "external_id", "created_at", "updated_at", "type", "subject",
                    "description", "priority", "status", "requester_id", "submitter_id",
                    "assignee_id", "group_id")  # fmt: skip
@@ -174,12 +178,14 @@ def ticket_json(row: Mapping[str, Any], base: str) -> Json:
 
 def user_json(row: Mapping[str, Any], base: str) -> Json:
     """A ``users`` row as Zendesk returns it."""
-    columns = ("id", "name", "email", "role", "external_id", "created_at", "updated_at")
+    columns = ("id", "name", "email", "role", "external_id", "phone", "organization_id",
+               "created_at", "updated_at")  # fmt: skip
     return {
         "url": f"{base}/api/v2/users/{row['id']}.json",
         **{column: row[column] for column in columns},
         "active": bool(row["active"]),
         "restricted_agent": row["role"] == "end-user",
+        "user_fields": json.loads(row["user_fields"]),
         **_USER_STATIC,
     }
 
@@ -196,7 +202,7 @@ def comment_json(row: Mapping[str, Any]) -> Json:
 
 def ticket_fields_json(base: str) -> list[Json]:
     """The account's ticket fields: the system ones plus the two custom fields."""
-    at = utc_iso(_SEED_EPOCH)
+    at = utc_iso(SEED_EPOCH)
 
     def field(fid: int, kind: str, title: str, **extra: Any) -> Json:
         return {
@@ -242,9 +248,10 @@ def make_credentials() -> dict[str, str]:
 
 def seed(conn: sqlite3.Connection) -> None:
     """150 tickets whose fields follow from their id; ticket 123 is open/normal/unassigned."""
-    at = utc_iso(_SEED_EPOCH)
+    at = utc_iso(SEED_EPOCH)
     for user in (*AGENTS, *END_USERS):
-        conn.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?, 1, ?, ?)", (*user, at, at))
+        sql = f"INSERT INTO users ({_USER_INSERT}) VALUES (?, ?, ?, ?, ?, 1, ?, ?)"  # noqa: S608
+        conn.execute(sql, (*user, at, at))
     conn.executemany("INSERT INTO groups VALUES (?, ?)", GROUPS)
     agents = [agent[0] for agent in AGENTS[1:]]
     for i in range(1, 151):
@@ -262,13 +269,32 @@ def seed(conn: sqlite3.Connection) -> None:
             "status": status, "requester_id": requester, "assignee_id": assignee,
             "group_id": group, "tags": [tag, "seed"], "custom_fields": custom,
         }  # fmt: skip
-        created = _SEED_EPOCH + i * 3600
+        created = SEED_EPOCH + i * 3600
         description = f"Hi, {topic.lower()}. Details for seed ticket {i}."
         insert_ticket(conn, row, requester, description, utc_iso(created))
-        insert_comment(conn, i, requester, description, False, True, {}, created)
+        _seed_comment(conn, i, requester, description, created)
         if status in ("pending", "solved", "closed"):
             reply = "Thanks, we are on it." if status == "pending" else "This is fixed now."
-            insert_comment(conn, i, assignee or agents[0], reply, False, True, {}, created + 600)
+            _seed_comment(conn, i, assignee or agents[0], reply, created + 600)
+
+
+def _seed_comment(
+    conn: sqlite3.Connection, ticket_id: int, author_id: int, text: str, at: float
+) -> None:
+    """A seeded public comment and its audit (every Zendesk comment is an audit's event)."""
+    event = insert_comment(conn, ticket_id, author_id, text, False, True, {}, at)
+    row = (event["audit_id"], ticket_id, author_id, json.dumps([event]),
+           json.dumps({"system": {}, "custom": {}}), event["created_at"])  # fmt: skip
+    conn.execute("INSERT INTO audits VALUES (?, ?, ?, ?, ?, ?)", row)
+
+
+def audit_json(row: Mapping[str, Any]) -> Json:
+    """An ``audits`` row as Zendesk lists it."""
+    return {
+        "id": row["id"], "ticket_id": row["ticket_id"], "created_at": row["created_at"],
+        "author_id": row["author_id"], "metadata": json.loads(row["metadata"]), "via": VIA,
+        "events": json.loads(row["events"]),
+    }  # fmt: skip
 
 
 def insert_ticket(
@@ -458,5 +484,6 @@ def find_or_create_requester(
     user_id, now = next_id(conn, "user", 30001), utc_iso()
     name = requester.get("name") if isinstance(requester.get("name"), str) else email.split("@")[0]
     values = (user_id, name, email, now, now)
-    conn.execute("INSERT INTO users VALUES (?, ?, ?, 'end-user', NULL, 1, ?, ?)", values)
+    sql = f"INSERT INTO users ({_USER_INSERT}) VALUES (?, ?, ?, 'end-user', NULL, 1, ?, ?)"  # noqa: S608
+    conn.execute(sql, values)
     return user_id

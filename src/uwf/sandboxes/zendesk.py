@@ -15,7 +15,7 @@ import hmac
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,17 @@ from uwf.sandboxes._store import (
     fingerprint,
     next_id,
 )
+from uwf.sandboxes._zendesk_directory import (
+    DIRECTORY_SCHEMA,
+    Write,
+    organization_fields_json,
+    organization_json,
+    organization_row,
+    seed_directory,
+    user_fields_json,
+    write_organization,
+    write_user,
+)
 from uwf.sandboxes._zendesk_records import (
     ADMIN_EMAIL,
     AGENTS,
@@ -44,6 +55,7 @@ from uwf.sandboxes._zendesk_records import (
     Errors,
     NewComment,
     ZendeskError,
+    audit_json,
     comment_json,
     find_or_create_requester,
     insert_comment,
@@ -138,6 +150,20 @@ class _Paging:
     page: int = 1
     after: int | None = None
     before: int | None = None
+    newest_first: bool = False
+
+
+_MAX_ID = 2**63 - 1
+
+
+def _sorted_paging(request: Request) -> _Paging:
+    """Paging of a ticket's comments or audits, newest first with ``sort_order=desc`` (offset
+    paging) or ``sort=-created_at`` (cursor paging); oldest first otherwise (other values
+    are ignored)."""
+    paging = _parse_paging(request)
+    name, newest = ("sort", "-created_at") if paging.cursor else ("sort_order", "desc")
+    value = request.query_params.get(name)
+    return replace(paging, newest_first=value == newest)
 
 
 def _parse_paging(request: Request) -> _Paging:
@@ -166,16 +192,21 @@ def _parse_paging(request: Request) -> _Paging:
 def _fetch(
     conn: sqlite3.Connection, table: str, where: str, args: tuple[Any, ...], paging: _Paging
 ) -> tuple[list[dict[str, Any]], int]:
-    """A page of ``table`` by ascending id, plus the total (offset) or 1/0 for has_more."""
+    """A page of ``table`` by id (descending if ``paging.newest_first``), plus the total
+    (offset) or 1/0 for has_more."""
     if not paging.cursor:
         total = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}", args).fetchone()[0]  # noqa: S608 - table and where are literals of this module
-        sql = f"SELECT * FROM {table} WHERE {where} ORDER BY id LIMIT ? OFFSET ?"  # noqa: S608
+        order = "DESC" if paging.newest_first else "ASC"
+        sql = f"SELECT * FROM {table} WHERE {where} ORDER BY id {order} LIMIT ? OFFSET ?"  # noqa: S608
         rows = conn.execute(sql, (*args, paging.size, (paging.page - 1) * paging.size))
         return [dict(r) for r in rows], int(total)
+    # Walking backwards (page[before]) reverses the direction; the page is then flipped back.
     back = paging.before is not None
-    op, order = ("<", "DESC") if back else (">", "ASC")
+    forward = back == paging.newest_first
+    op, order = (">", "ASC") if forward else ("<", "DESC")
     sql = f"SELECT * FROM {table} WHERE {where} AND id {op} ? ORDER BY id {order} LIMIT ?"  # noqa: S608
-    bound = paging.before if back else paging.after or 0
+    start = 0 if forward else _MAX_ID
+    bound = paging.before if back else paging.after if paging.after is not None else start
     found = [dict(r) for r in conn.execute(sql, (*args, bound, paging.size + 1))]
     page = found[: paging.size]
     return (page[::-1] if back else page), int(len(found) > paging.size)
@@ -272,7 +303,7 @@ class _ZendeskApi:
 
     async def list_comments(self, request: Request) -> Response:
         await self.authenticate(request)
-        paging = _parse_paging(request)
+        paging = _sorted_paging(request)
 
         def work(conn: sqlite3.Connection, ticket_id: int) -> tuple[list[dict[str, Any]], int]:
             ticket_row(conn, ticket_id)  # 404 for an unknown ticket, not an empty list
@@ -281,6 +312,18 @@ class _ZendeskApi:
         rows, extra = await self.store.run(work, request.path_params["id"])
         items = [comment_json(r) for r in rows]
         return JSONResponse(_page_body(request, "comments", items, paging, extra))
+
+    async def list_audits(self, request: Request) -> Response:
+        await self.authenticate(request)
+        paging = _sorted_paging(request)
+
+        def work(conn: sqlite3.Connection, ticket_id: int) -> tuple[list[dict[str, Any]], int]:
+            ticket_row(conn, ticket_id)
+            return _fetch(conn, "audits", "ticket_id = ?", (ticket_id,), paging)
+
+        rows, extra = await self.store.run(work, request.path_params["id"])
+        items = [audit_json(r) for r in rows]
+        return JSONResponse(_page_body(request, "audits", items, paging, extra))
 
     async def create_ticket(self, request: Request) -> Response:
         caller = await self.authenticate(request)
@@ -449,6 +492,84 @@ class _ZendeskApi:
             {"users": items, "next_page": None, "previous_page": None, "count": total}
         )
 
+    async def list_organizations(self, request: Request) -> Response:
+        await self.authenticate(request)
+        paging = _parse_paging(request)
+        rows, extra = await self.store.run(_fetch, "organizations", "1", (), paging)
+        items = [organization_json(r, public_base_url(request)) for r in rows]
+        return JSONResponse(_page_body(request, "organizations", items, paging, extra))
+
+    async def show_organization(self, request: Request) -> Response:
+        await self.authenticate(request)
+        row = await self.store.run(organization_row, request.path_params["id"])
+        return JSONResponse({"organization": organization_json(row, public_base_url(request))})
+
+    async def search_organizations(self, request: Request) -> Response:
+        """Exact, case-insensitive match on ``external_id`` or ``name`` (not both)."""
+        await self.authenticate(request)
+        query = request.query_params
+        given = [k for k in ("external_id", "name") if k in query]
+        if len(given) != 1:
+            description = "Provide exactly one of external_id or name"
+            raise ZendeskError(400, {"error": "InvalidParameter", "description": description})
+        where = f"{given[0]} = ? COLLATE NOCASE"
+        paging = _parse_paging(request)
+        rows, extra = await self.store.run(
+            _fetch, "organizations", where, (query[given[0]],), paging
+        )
+        items = [organization_json(r, public_base_url(request)) for r in rows]
+        return JSONResponse(_page_body(request, "organizations", items, paging, extra))
+
+    async def create_organization(self, request: Request) -> Response:
+        return await self._write(request, "organization", write_organization, "create")
+
+    async def update_organization(self, request: Request) -> Response:
+        return await self._write(request, "organization", write_organization, "update")
+
+    async def upsert_organization(self, request: Request) -> Response:
+        return await self._write(request, "organization", write_organization, "create_or_update")
+
+    async def create_user(self, request: Request) -> Response:
+        return await self._write(request, "user", write_user, "create")
+
+    async def update_user(self, request: Request) -> Response:
+        return await self._write(request, "user", write_user, "update")
+
+    async def upsert_user(self, request: Request) -> Response:
+        return await self._write(request, "user", write_user, "create_or_update")
+
+    async def _write(
+        self,
+        request: Request,
+        kind: str,
+        write: Callable[[sqlite3.Connection, Json, str, int | None], Write],
+        mode: str,
+    ) -> Response:
+        """One organization or user write: 201 with ``Location`` when it made a record,
+        else 200 (an update, or a create_or_update that matched)."""
+        await self.authenticate(request)
+        body = await _json_body(request)
+        done = await self.store.run(write, body, mode, request.path_params.get("id"))
+        mark_write(request)
+        base = public_base_url(request)
+        shape = organization_json if kind == "organization" else user_json
+        record = shape(done.row, base)
+        if done.created:
+            return JSONResponse({kind: record}, 201, {"Location": record["url"]})
+        return JSONResponse({kind: record})
+
+    async def organization_fields(self, request: Request) -> Response:
+        await self.authenticate(request)
+        fields = organization_fields_json(public_base_url(request))
+        body = {"organization_fields": fields, "next_page": None, "previous_page": None}
+        return JSONResponse({**body, "count": len(fields)})
+
+    async def user_fields(self, request: Request) -> Response:
+        await self.authenticate(request)
+        fields = user_fields_json(public_base_url(request))
+        body = {"user_fields": fields, "next_page": None, "previous_page": None}
+        return JSONResponse({**body, "count": len(fields)})
+
     async def ticket_fields(self, request: Request) -> Response:
         await self.authenticate(request)
         fields = ticket_fields_json(public_base_url(request))
@@ -459,11 +580,16 @@ class _ZendeskApi:
 # --------------------------------------------------------------------------- app factory
 
 
+def _seed(conn: sqlite3.Connection) -> None:
+    seed(conn)
+    seed_directory(conn)
+
+
 def _open_store(home: Path) -> SandboxStore:
     return SandboxStore(
         home / "sandboxes" / "zendesk.sqlite3",
-        schema=SCHEMA,
-        seed=seed,
+        schema=SCHEMA + DIRECTORY_SCHEMA,
+        seed=_seed,
         make_credentials=make_credentials,
     )
 
@@ -495,11 +621,23 @@ def create_app(home: Path) -> SandboxApp:
         ("/api/v2/tickets/{id:int}", api.show_ticket, "GET"),
         ("/api/v2/tickets/{id:int}", api.update_ticket, "PUT"),
         ("/api/v2/tickets/{id:int}/comments", api.list_comments, "GET"),
+        ("/api/v2/tickets/{id:int}/audits", api.list_audits, "GET"),
         ("/api/v2/users", api.list_users, "GET"),
+        ("/api/v2/users", api.create_user, "POST"),
         ("/api/v2/users/me", api.show_user, "GET"),
         ("/api/v2/users/search", api.search_users, "GET"),
+        ("/api/v2/users/create_or_update", api.upsert_user, "POST"),
         ("/api/v2/users/{id:int}", api.show_user, "GET"),
+        ("/api/v2/users/{id:int}", api.update_user, "PUT"),
         ("/api/v2/ticket_fields", api.ticket_fields, "GET"),
+        ("/api/v2/organizations", api.list_organizations, "GET"),
+        ("/api/v2/organizations", api.create_organization, "POST"),
+        ("/api/v2/organizations/search", api.search_organizations, "GET"),
+        ("/api/v2/organizations/create_or_update", api.upsert_organization, "POST"),
+        ("/api/v2/organizations/{id:int}", api.show_organization, "GET"),
+        ("/api/v2/organizations/{id:int}", api.update_organization, "PUT"),
+        ("/api/v2/organization_fields", api.organization_fields, "GET"),
+        ("/api/v2/user_fields", api.user_fields, "GET"),
     ]
     routes = [
         Route(path + suffix, handler, methods=[method])
