@@ -117,6 +117,30 @@ def test_describe_prints_a_table_and_refuses_unknown_objects(uwf: Uwf) -> None:
     assert "no connection 'nope'" in missing.err
 
 
+# object → (native field → canonical field it maps, or None), and a custom field's options
+ZENDESK_DESCRIBED = {
+    "account": ({"name": "name", "notes": "description", "details": None},
+                ("organization_fields/account_tier", ["basic", "premium", "enterprise"])),
+    "contact": ({"name": "name", "email": "email", "organization_id": "account_id"},
+                ("user_fields/vip", None)),
+    "user": ({"name": "name", "email": "email", "role": "role"}, ("user_fields/vip", None)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("obj", sorted(ZENDESK_DESCRIBED))
+def test_describe_reads_zendesk_organization_and_user_fields(uwf: Uwf, obj: str) -> None:
+    mapped, (custom, options) = ZENDESK_DESCRIBED[obj]
+
+    result = uwf("connections", "describe", "acme-zendesk", "--object", obj, "--json")
+
+    assert result.code == 0, result.err
+    fields = {f["name"]: f for f in result.json()["fields"]}
+    assert {name: fields[name]["canonical"] for name in mapped} == mapped
+    assert fields[custom]["canonical"] is None
+    if options is not None:
+        assert [o["value"] for o in fields[custom]["options"]] == options
+
+
 def test_check_against_crm_passes_the_examples_for_all_six_tenants(uwf: Uwf) -> None:
     result = uwf("metadata", "check", str(EXAMPLES), "--against-crm")
 
