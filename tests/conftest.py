@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 import uvicorn
 
 from uwf.api import create_app
@@ -23,6 +24,18 @@ from uwf.settings import Settings
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "metadata"
 ACME_EXAMPLES = EXAMPLES / "acme"  # one tenant alone, for tests that change its files
 PG_URL = os.environ.get("UWF_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+# Servers started in-process log through structlog's defaults, whose console renderer draws
+# an exception's traceback with every frame's locals (rich). For a crash deep in the engine
+# that takes seconds of CPU, on the event loop the API shares: a request answered meanwhile
+# (the 503 of an unreachable database) then waits for it, past a client's timeout on a loaded
+# machine. `uwf serve` formats tracebacks as plain text (`configure_logging`); so do tests.
+structlog.configure(
+    processors=[
+        *structlog.get_config()["processors"][:-1],
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+    ]
+)
 
 
 def require_service(name: str, url: str, variable: str, probe: Callable[[], None]) -> str:
