@@ -1,10 +1,11 @@
-"""HubSpot CRM API sandbox: tickets, notes, owners, properties and OAuth, as api.hubapi.com.
+"""HubSpot CRM API sandbox: tickets, notes, companies, contacts, owners, properties and OAuth,
+as api.hubapi.com.
 
 Facts follow ``shared/crm-specs/CRM-FACTS.md`` (HubSpot), developers.hubspot.com and the
 request/response models of HubSpot's own client library (``hubspot-api-client``), which is
 tested against this sandbox. Wording that could not be confirmed is listed as unverified in
-docs/crms/hubspot.md. Schema, seed data, property definitions, validation and search live
-in `_hubspot_records`.
+docs/crms/hubspot.md. Schema, property definitions, validation and search live in
+`_hubspot_records`; seed data in `_hubspot_seed`.
 
 Limits: HubSpot counts bursts per rolling 10 seconds (``TEN_SECONDLY_ROLLING``), so the
 harness's account window is 10 s here and ``rate_limit_per_minute`` sets the per-10-s limit;
@@ -38,6 +39,7 @@ from uwf.sandboxes import _hubspot_records as rec
 from uwf.sandboxes._common import Json
 from uwf.sandboxes._harness import ControlError, SandboxApp, SandboxControl, mark_write
 from uwf.sandboxes._hubspot_records import HubSpotError, find, invalid, object_json, object_type
+from uwf.sandboxes._hubspot_seed import seed, upgrade
 from uwf.sandboxes._limits import KeyedLimit, LimitDecision
 from uwf.sandboxes._store import SandboxStore
 
@@ -598,12 +600,14 @@ def _error_response(request: Request, exc: Exception) -> Response:
 
 
 def _open_store(home: Path) -> SandboxStore:
-    return SandboxStore(
+    store = SandboxStore(
         home / "sandboxes" / "hubspot.sqlite3",
         schema=rec.SCHEMA,
-        seed=rec.seed,
+        seed=seed,
         make_credentials=rec.make_credentials,
     )
+    store.transact(upgrade)  # a file from before companies and contacts gains them
+    return store
 
 
 def create_app(home: Path) -> SandboxApp:

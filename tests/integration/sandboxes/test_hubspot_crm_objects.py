@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +19,7 @@ from .conftest import RunningSandbox, serve_sandbox
 
 ALICE, BOB = 41000002, 41000003
 COMPANIES, CONTACTS = "/crm/v3/objects/companies", "/crm/v3/objects/contacts"
+TICKETS_PATH = "/crm/v3/objects/tickets"
 CONTACT_TO_COMPANY = [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 279}]
 PRIMARY = {"category": "HUBSPOT_DEFINED", "typeId": 1, "label": "Primary"}
 UNLABELED = {"category": "HUBSPOT_DEFINED", "typeId": 279, "label": None}
@@ -345,3 +348,28 @@ def test_hubspot_api_client_companies_and_contacts(sandbox: RunningSandbox) -> N
     assert (
         json.loads(taken.value.body)["message"] == f"Contact already exists. Existing ID: {made.id}"
     )
+
+
+def test_an_older_sandbox_file_gains_companies_and_contacts(tmp_path: Path) -> None:
+    with serve_sandbox(tmp_path, "hubspot") as first:
+        token = first.credentials["private_app_token"]
+    # The file as a sandbox from before companies and contacts left it.
+    with sqlite3.connect(tmp_path / "sandboxes" / "hubspot.sqlite3") as db:
+        db.execute("DELETE FROM objects WHERE type IN ('companies', 'contacts')")
+        db.execute("DELETE FROM associations WHERE from_type IN ('companies', 'contacts')")
+        db.execute("DELETE FROM sandbox_meta WHERE key = 'companies_seeded'")
+    headers = {"Authorization": f"Bearer {token}"}
+    for _ in range(2):  # gained once, not again on the next start
+        with (
+            serve_sandbox(tmp_path, "hubspot") as again,
+            httpx.Client(base_url=again.url, headers=headers, timeout=10) as client,
+        ):
+            companies = client.get(COMPANIES, params={"limit": 100}).json()["results"]
+            assert [c["id"] for c in companies] == [str(n) for n in range(6101, 6107)]
+            contacts = client.get(CONTACTS, params={"limit": 100}).json()["results"]
+            assert len(contacts) == 8
+            wanted = {"properties": "associatedcompanyid"}
+            assert client.get(f"{CONTACTS}/7104", params=wanted).json()["properties"] == {
+                "associatedcompanyid": "6103"
+            }
+            assert len(client.get(TICKETS_PATH, params={"limit": 100}).json()["results"]) == 60
