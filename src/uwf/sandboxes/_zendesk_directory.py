@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from uwf.sandboxes._common import Json, utc_iso
-from uwf.sandboxes._store import next_id
+from uwf.sandboxes._store import get_meta, next_id, set_meta
 from uwf.sandboxes._zendesk_records import (
     GROUPS,
     SEED_EPOCH,
     Errors,
     ZendeskError,
+    comment_json,
     not_found,
     record_invalid,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "organization_json",
     "organization_row",
     "seed_directory",
+    "upgrade",
     "user_fields_json",
     "write_organization",
     "write_user",
@@ -82,6 +84,37 @@ def seed_directory(conn: sqlite3.Connection) -> None:
     for user_id, (org_id, phone) in MEMBERS.items():
         sql = "UPDATE users SET organization_id = ?, phone = ? WHERE id = ?"
         conn.execute(sql, (org_id, phone, user_id))
+    # Zendesk lists every custom user field on every user, null until set.
+    blank = json.dumps({key: None for _, key, _, _ in _USER_FIELDS})
+    conn.execute("UPDATE users SET user_fields = ? WHERE user_fields = '{}'", (blank,))
+    set_meta(conn, "directory_seeded", utc_iso())
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """A file seeded before organizations existed gains the users' new columns, the seeded
+    organizations, and an audit for every comment that has none (``comment.lookup`` reads
+    comments from audits). Runs once; a newer file was seeded with all of it."""
+    if get_meta(conn, "directory_seeded") is not None:
+        return
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(users)")}
+    added = (("phone", "TEXT"), ("organization_id", "INTEGER"),
+             ("user_fields", "TEXT NOT NULL DEFAULT '{}'"))  # fmt: skip
+    for column, declaration in added:
+        if column not in columns:
+            conn.execute(f"ALTER TABLE users ADD COLUMN {column} {declaration}")
+    conn.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS users_by_external_id "
+        "ON users (external_id COLLATE NOCASE)"
+    )
+    orphans = conn.execute(
+        "SELECT * FROM comments WHERE audit_id NOT IN (SELECT id FROM audits) ORDER BY id"
+    ).fetchall()
+    for row in orphans:
+        event = comment_json(row)
+        values = (row["audit_id"], row["ticket_id"], row["author_id"], json.dumps([event]),
+                  row["metadata"], row["created_at"])  # fmt: skip
+        conn.execute("INSERT INTO audits VALUES (?, ?, ?, ?, ?, ?)", values)
+    seed_directory(conn)
 
 
 # --------------------------------------------------------------------------- JSON shapes

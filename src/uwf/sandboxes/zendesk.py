@@ -42,6 +42,7 @@ from uwf.sandboxes._zendesk_directory import (
     organization_json,
     organization_row,
     seed_directory,
+    upgrade,
     user_fields_json,
     write_organization,
     write_user,
@@ -586,12 +587,14 @@ def _seed(conn: sqlite3.Connection) -> None:
 
 
 def _open_store(home: Path) -> SandboxStore:
-    return SandboxStore(
+    store = SandboxStore(
         home / "sandboxes" / "zendesk.sqlite3",
         schema=SCHEMA + DIRECTORY_SCHEMA,
         seed=_seed,
         make_credentials=make_credentials,
     )
+    store.transact(upgrade)  # a file from before organizations gains them
+    return store
 
 
 def _error_response(request: Request, exc: Exception) -> Response:

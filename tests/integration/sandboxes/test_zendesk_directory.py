@@ -8,12 +8,14 @@ organization name and user email).
 from __future__ import annotations
 
 import secrets
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import RunningSandbox
+from .conftest import RunningSandbox, serve_sandbox
 
 GLOBEX, INITECH, DAVE = 40001, 40002, 20001
 
@@ -270,3 +272,33 @@ def test_audits_list_each_comment_with_its_ticket(client: httpx.Client) -> None:
     seeded = client.get("/api/v2/tickets/2/audits.json").json()["audits"]
     assert [e["type"] for a in seeded for e in a["events"]] == ["Comment", "Comment"]
     assert client.get("/api/v2/tickets/999999/audits.json").status_code == 404
+
+
+# --------------------------------------------------------------------------- older files
+
+
+def _make_it_an_older_file(path: Path) -> None:
+    """What a file seeded before organizations looked like: no organizations, no users'
+    phone, organization or custom fields, and no audits for the seeded comments."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE organizations")
+        for column in ("phone", "organization_id", "user_fields"):
+            conn.execute(f"ALTER TABLE users DROP COLUMN {column}")
+        conn.execute("DELETE FROM audits WHERE ticket_id = 2")
+        conn.execute("DELETE FROM sandbox_meta WHERE key = 'directory_seeded'")
+    conn.close()
+
+
+def test_an_older_file_gains_organizations_once(tmp_path: Path) -> None:
+    with serve_sandbox(tmp_path):
+        pass
+    _make_it_an_older_file(tmp_path / "sandboxes" / "zendesk.sqlite3")
+
+    for _ in range(2):  # upgraded on the first start, left alone on the second
+        with serve_sandbox(tmp_path) as upgraded, upgraded.client() as c:
+            assert c.get("/api/v2/organizations.json").json()["count"] == 3
+            dave = c.get(f"/api/v2/users/{DAVE}.json").json()["user"]
+            assert (dave["organization_id"], dave["phone"]) == (GLOBEX, "+1 555 0101")
+            audits = c.get("/api/v2/tickets/2/audits.json").json()["audits"]
+            assert [e["type"] for a in audits for e in a["events"]] == ["Comment", "Comment"]
+            assert dave["user_fields"] == {"customer_since": None, "vip": None}
