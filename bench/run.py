@@ -315,7 +315,12 @@ def uwf_serve(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     key = "bench-" + secrets.token_urlsafe(16)
+    # The load generator is ONE caller, and each caller may make 50 requests a second by
+    # default (UWF_API_RATE_LIMIT, per process): lifted, as the connection's budget is, or
+    # the run would measure the per-caller limiter (429s), not UWF.
     settings = {
+        "api_rate_limit": "1000000",
+        "api_rate_burst": "1000000",
         "home": str(home),
         "port": str(port),
         "admin_key": key,
@@ -371,11 +376,7 @@ def run_accept(args: argparse.Namespace, tmp: Path) -> Accept:
         file=sys.stderr,
         flush=True,
     )
-    # The load generator is ONE caller, and each caller may make 50 requests a second by
-    # default (UWF_API_RATE_LIMIT, per process): lifted, as the connection's budget is, or
-    # the part would measure the per-caller limiter (429s), not the API's accept path.
-    unlimited = {"api_rate_limit": "1000000", "api_rate_burst": "1000000"}
-    with uwf_serve(tmp, "accept", None, **unlimited) as (serve, base, key):
+    with uwf_serve(tmp, "accept", None) as (serve, base, key):
         asyncio.run(configure_sandbox(base, 0))
         drain_limit = args.accept_drain_limit
         result = asyncio.run(
