@@ -26,8 +26,16 @@ __all__ = [
 _validators: dict[tuple[int, str, str], Any] = {}
 
 
-async def tenant_metadata(store: Store, tenant: str) -> tuple[int, MetadataBundle]:
-    active = await store.active_metadata()
+async def tenant_metadata(
+    store: Store, tenant: str, active: tuple[int, MetadataBundle] | None = None
+) -> tuple[int, MetadataBundle]:
+    """The active metadata, which must know `tenant`.
+
+    `active`: what this request already read (its route's access check does), so one
+    request reads the active version once.
+    """
+    if active is None:
+        active = await store.active_metadata()
     if active is None:
         raise NotFoundError("no metadata has been applied yet (uwf metadata apply DIR)")
     version, bundle = active
@@ -45,6 +53,7 @@ async def accept_action(
     *,
     audit: AuditEntry | None = None,
     vault: Vault | None = None,
+    active: tuple[int, MetadataBundle] | None = None,
 ) -> tuple[Execution, bool]:
     """Validate an action against the active metadata and persist it as a queued execution.
 
@@ -57,8 +66,9 @@ async def accept_action(
         ConflictError: the idempotency key was used with a different request.
 
     Input properties the workflow marks sensitive are stored encrypted under `vault`.
+    `active`: the active metadata as this request already read it (see `tenant_metadata`).
     """
-    version, _, workflow = await validate_action(store, tenant, workflow_name, data)
+    version, _, workflow = await validate_action(store, tenant, workflow_name, data, active)
     request_hash = None
     if idempotency_key is not None:
         canonical = json.dumps(
@@ -84,7 +94,11 @@ async def accept_action(
 
 
 async def validate_action(
-    store: Store, tenant: str, workflow_name: str, data: dict[str, Any]
+    store: Store,
+    tenant: str,
+    workflow_name: str,
+    data: dict[str, Any],
+    active: tuple[int, MetadataBundle] | None = None,
 ) -> tuple[int, MetadataBundle, WorkflowSpec]:
     """Check an action against the active metadata without persisting anything.
 
@@ -92,7 +106,7 @@ async def validate_action(
         NotFoundError: unknown tenant.
         InputValidationError: unknown workflow, or input that breaks its schema.
     """
-    version, bundle = await tenant_metadata(store, tenant)
+    version, bundle = await tenant_metadata(store, tenant, active)
     workflow = bundle.workflow(tenant, workflow_name)
     if workflow is None:
         known = ", ".join(bundle.workflow_names(tenant)) or "none"

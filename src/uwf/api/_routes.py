@@ -163,6 +163,7 @@ async def submit_action(
         idempotency_key,
         audit=audit_entry(request, "action.accepted", tenant, workflow=body.workflow),
         vault=service.vault,
+        active=getattr(request.state, "metadata", None),
     )
     if service.executor is not None and created:
         service.executor.wake()

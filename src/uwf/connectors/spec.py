@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from uwf.connectors._fields import FieldSpec, FieldType, native_path_expression, place_native
 from uwf.errors import ExpressionError
-from uwf.mapping import Expression, compile_expression, compile_value
+from uwf.mapping import Expression, compile_expression, compile_value, document_fits
 
 __all__ = [
     "OPERATIONS",
@@ -329,7 +329,12 @@ class ObjectSpec(_Spec):
             return [self.to_canonical(item) for item in record]
         if not isinstance(record, dict):
             return record
-        view = {name: expr.evaluate(record) for name, expr in self.compiled_record.items()}
+        # One size check of the record for all its fields, not one per field.
+        checked = document_fits(record)
+        view = {
+            name: expr.evaluate(record, checked=checked)
+            for name, expr in self.compiled_record.items()
+        }
         for name, spec in self.field_specs.items():
             if spec.type is None or name not in view:
                 continue

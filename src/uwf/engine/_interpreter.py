@@ -33,6 +33,7 @@ from uwf.errors import (
 from uwf.governor import Governor, LocalState
 from uwf.mapping import (
     ValueMap,
+    document_fits,
     is_truthy,
 )
 from uwf.metadata import (
@@ -594,10 +595,14 @@ class Interpreter:
         step: ActionStep, context: dict[str, Any], value_maps: dict[str, ValueMap]
     ) -> dict[str, Any]:
         inputs: dict[str, Any] = {}
+        # The context is checked against the size limits once for every input of the step.
+        checked = document_fits(context)
         for name in _STEP_INPUTS:
             if name not in type(step).model_fields:
                 continue
-            value = compiled_value(getattr(step, name)).evaluate(context, value_maps, name)
+            value = compiled_value(getattr(step, name)).evaluate(
+                context, value_maps, name, checked=checked
+            )
             if name in ("record_id", "owner_id") and value in (None, ""):
                 raise ExpressionError(f"{name} of step '{step.id}' evaluated to null")
             if name == "fields" and isinstance(value, dict):

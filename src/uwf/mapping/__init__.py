@@ -13,6 +13,7 @@ from uwf.mapping._expressions import (
     ValueMap,
     compile_expression,
     compile_value,
+    document_fits,
     is_truthy,
     referenced_value_maps,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "coerce",
     "compile_expression",
     "compile_value",
+    "document_fits",
     "e164",
     "format_date",
     "frozen_now",
