@@ -165,6 +165,9 @@ async def submit_action(
         vault=service.vault,
         active=getattr(request.state, "metadata", None),
     )
+    ticket = getattr(request.state, "accept_ticket", None)
+    if ticket is not None:
+        ticket.release()  # stored: the worker may go on, and run this one
     if service.executor is not None and created:
         service.executor.wake()
     if not created:

@@ -11,6 +11,7 @@ import uwf
 from uwf.api._admin_routes import admin_router
 from uwf.api._limits import LimitsMiddleware
 from uwf.api._oidc import OidcVerifier
+from uwf.api._priority import AcceptPriorityMiddleware
 from uwf.api._problems import install_problem_handlers
 from uwf.api._routes import router
 from uwf.api._security import RateLimiter
@@ -65,6 +66,8 @@ def create_app(
         max_body_bytes=settings.api_max_body_bytes,
         max_json_depth=settings.api_max_json_depth,
     )
+    # Added last, so it runs first: the ticket covers reading the body and the access check.
+    app.add_middleware(AcceptPriorityMiddleware)
     install_problem_handlers(app)
     app.include_router(router)
     # Imported here: the triggers package builds on this one (accept_action, ProblemError).

@@ -30,7 +30,7 @@ from uwf.governor import Governor, open_state
 from uwf.metadata import ConnectionSpec
 from uwf.store import Execution, LeaseLostError, StepRun, Store, new_id, utcnow
 
-__all__ = ["Executor"]
+__all__ = ["AcceptTicket", "Executor"]
 
 log = structlog.get_logger("uwf.engine")
 
@@ -39,6 +39,30 @@ MAX_CRASHES = 5
 
 # How many finished executions a worker keeps at hand for callers waiting in its process.
 RECENT_RESULTS = 512
+
+# The longest an in-process worker holds back (claiming, starting an execution) while the API
+# of its process is accepting actions: the API goes first, the worker is never starved.
+API_PRIORITY_SECONDS = 0.2
+
+
+class AcceptTicket:
+    """An action being accepted by the API of the worker's process; `release` when stored."""
+
+    __slots__ = ("_executor", "_held")
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self._held = True
+        executor._accepting += 1
+        executor._accepts_idle.clear()
+
+    def release(self) -> None:
+        """Idempotent: the route releases it before waiting for the result, the API after."""
+        if self._held:
+            self._held = False
+            self._executor._accepting -= 1
+            if not self._executor._accepting:
+                self._executor._accepts_idle.set()
 
 
 class Executor:
@@ -87,6 +111,10 @@ class Executor:
         # The last executions this worker finished, as stored: a caller waiting on one of them
         # in this process gets it without reading it back (bounded; older ones are read).
         self._recent: OrderedDict[str, tuple[Execution, list[StepRun]]] = OrderedDict()
+        # Actions the API of this process is accepting right now (see `accepting`).
+        self._accepting = 0
+        self._accepts_idle = asyncio.Event()
+        self._accepts_idle.set()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -128,6 +156,18 @@ class Executor:
         bundle = await self.store.metadata(version)
         assert bundle is not None
         return await probe_connection(self.runtime, self.targets, version, bundle, connection)
+
+    def accepting(self) -> AcceptTicket:
+        """The API of this process starts accepting an action: until the ticket is released,
+        this worker claims nothing and starts no execution (for at most
+        `API_PRIORITY_SECONDS`), so that a `202` does not queue behind execution work for the
+        one event loop and the one SQLite connection they share."""
+        return AcceptTicket(self)
+
+    async def _defer_to_api(self) -> None:
+        if self._accepting and not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._accepts_idle.wait(), API_PRIORITY_SECONDS)
 
     def wake(self) -> None:
         """Something was enqueued: look now rather than at the next poll."""
@@ -183,6 +223,7 @@ class Executor:
 
     async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
+            await self._defer_to_api()
             free = self._concurrency - len(self._inflight)
             claimed: list[Execution] = []
             if free > 0:
@@ -241,6 +282,7 @@ class Executor:
             execution_id=execution.id, tenant=execution.tenant, workflow=execution.workflow
         )
         try:
+            await self._defer_to_api()
             status = await self._interpreter.run(execution, self.owner)
             bound.info("execution advanced", status=status)
         except LeaseLostError:
