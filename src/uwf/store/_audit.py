@@ -28,6 +28,10 @@ AUDIT_ACTIONS = frozenset(
 )
 
 
+# Built once: constructing SQLAlchemy statements per call costs more than running them.
+_INSERT = sa.insert(audit_log)
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """What to record. `actor` is a key id and name, an OIDC subject, or `cli:<os user>`.
@@ -97,7 +101,7 @@ class AuditRepo:
     @staticmethod
     async def write_in(conn: AsyncConnection, entry: AuditEntry) -> None:
         """Record `entry` inside the caller's transaction: it exists only if the change does."""
-        await conn.execute(sa.insert(audit_log).values(entry.values()))
+        await conn.execute(_INSERT, entry.values())
 
     async def list(
         self,

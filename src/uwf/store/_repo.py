@@ -47,7 +47,9 @@ def _step_upsert(insert: Any) -> Any:
 _UPSERT_STEP = {"sqlite": _step_upsert(sqlite_insert), "postgresql": _step_upsert(pg_insert)}
 
 _LATEST_VERSION = sa.select(sa.func.max(metadata_versions.c.version))
-_INSERT_EXECUTION = sa.insert(executions).returning(*executions.c)
+# Every column is given, so the new row is known without reading it back (no RETURNING).
+_INSERT_EXECUTION = sa.insert(executions)
+_INSERT_KEY = sa.insert(idempotency_keys)
 _GET_EXECUTION = sa.select(executions).where(executions.c.id == sa.bindparam("b_id"))
 _GET_TENANT_EXECUTION = _GET_EXECUTION.where(executions.c.tenant == sa.bindparam("b_tenant"))
 # Lease fences: they match only while `b_owner` holds the running execution.
@@ -140,6 +142,11 @@ class Execution:
     def from_row(cls, row: sa.Row[Any]) -> Execution:
         m = row._mapping
         return cls(**{name: m[name] for name in cls.__slots__})
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> Execution:
+        """The execution as just inserted with every column in `values`."""
+        return cls(**{name: values[name] for name in cls.__slots__})
 
     @property
     def is_final(self) -> bool:
@@ -300,12 +307,18 @@ class Store:
             "status": "queued",
             "input": input,
             "idempotency_key": idempotency_key,
+            "output": None,
+            "error": None,
             "due_at": now,
+            "lease_owner": None,
+            "lease_expires_at": None,
             "claims": 0,
             "cancel_requested": False,
             "replay_of": replay_of,
             "created_at": now,
             "updated_at": now,
+            "started_at": None,
+            "finished_at": None,
         }
         if idempotency_key is not None:
             existing = await self._by_idempotency_key(tenant, idempotency_key, request_hash)
@@ -313,7 +326,7 @@ class Store:
                 return existing, False
         try:
             async with self.engine.begin() as conn:
-                inserted = (await conn.execute(_INSERT_EXECUTION, values)).one()
+                await conn.execute(_INSERT_EXECUTION, values)
                 for run in ledger or []:
                     await conn.execute(
                         sa.insert(step_runs).values(execution_id=execution_id, **run.values())
@@ -322,13 +335,14 @@ class Store:
                     await AuditRepo.write_in(conn, replace(audit, target=execution_id))
                 if idempotency_key is not None:
                     await conn.execute(
-                        sa.insert(idempotency_keys).values(
-                            tenant=tenant,
-                            key=idempotency_key,
-                            request_hash=request_hash or "",
-                            execution_id=execution_id,
-                            created_at=now,
-                        )
+                        _INSERT_KEY,
+                        {
+                            "tenant": tenant,
+                            "key": idempotency_key,
+                            "request_hash": request_hash or "",
+                            "execution_id": execution_id,
+                            "created_at": now,
+                        },
                     )
         except IntegrityError:
             # Two requests with the same key raced; the other one won.
@@ -338,7 +352,7 @@ class Store:
             if existing is None:
                 raise
             return existing, False
-        return Execution.from_row(inserted), True
+        return Execution.from_values(values), True
 
     async def _by_idempotency_key(
         self, tenant: str, key: str, request_hash: str | None
