@@ -394,3 +394,28 @@ async def test_checking_a_write_counts_against_the_connection_and_learns_from_a_
     admission = await governor.admit("acme-zendesk", LimitsSpec())
     assert admission.wait > 0
     assert "429" in (admission.reason or "")
+
+
+async def test_worker_holds_back_while_the_api_accepts_then_runs_the_action(
+    harness: Harness,
+) -> None:
+    executor = harness.executor
+    await executor.start()
+    try:
+        ticket = executor.accepting()  # the API of this process is accepting an action
+        held_back = asyncio.create_task(executor._defer_to_api())
+        eid = await harness.submit("escalate_case", {"case_id": 31, "priority": "P2"})
+        executor.wake()
+        await asyncio.sleep(0)
+        assert not held_back.done()  # the worker waits for the API …
+        ticket.release()
+        ticket.release()  # released by the route, then again by the middleware: no harm
+        await asyncio.wait_for(held_back, 5)  # … and goes on as soon as it is done
+        execution = await executor.wait_for(eid, 30)
+        assert execution is not None
+        assert execution.status == "succeeded"
+        # A ticket nobody releases holds the worker back for a bounded time only.
+        executor.accepting()
+        await asyncio.wait_for(executor._defer_to_api(), 5)
+    finally:
+        await executor.stop()

@@ -162,9 +162,7 @@ def Requires(scope: str) -> Any:
                 # Exactly what `tenant_metadata` says of a tenant that does not exist.
                 raise NotFoundError(f"unknown tenant '{tenant}'")
             # Kept for the route: one request reads the active metadata once.
-            request.state.metadata = await tenant_metadata(
-                request.app.state.service.store, tenant
-            )
+            request.state.metadata = await tenant_metadata(request.app.state.service.store, tenant)
         if not principal.has(scope):
             raise ProblemError(
                 403,
