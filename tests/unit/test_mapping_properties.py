@@ -25,6 +25,7 @@ from uwf.mapping import (
     ValueMap,
     compile_expression,
     compile_value,
+    document_fits,
     frozen_now,
 )
 
@@ -268,6 +269,26 @@ def test_documents_too_big_or_too_deep_are_refused() -> None:
     with pytest.raises(ExpressionError) as info:
         compile_expression("length(input)").evaluate(wide)
     assert "has more than 200000 values" in info.value.message
+
+
+def test_values_over_a_document_too_deep_still_name_field_and_expression() -> None:
+    """A dict, list or template checks the document once for all its expressions; one that
+    does not fit is still refused with the field and the expression named."""
+    deep: Any = 1
+    for _ in range(LIMITS.max_depth + 1):
+        deep = {"a": deep}
+    document = {"input": {"deep": deep, "id": 7}}
+    compiled = compile_value({"id": "{{ input.id }}", "note": ["case {{ input.id }}: ok"]})
+    with pytest.raises(UwfError) as info:
+        compiled.evaluate(document, where="fields")
+    assert info.value.message == (
+        "fields.id: expression `input.id`: the document it reads is nested more than "
+        f"{LIMITS.max_depth} levels deep"
+    )
+    assert document_fits({"input": {"id": 7}})
+    assert not document_fits(document)
+    fits = {"input": {"id": 7}}
+    assert compiled.evaluate(fits) == {"id": 7, "note": ["case 7: ok"]}
 
 
 def test_a_template_over_the_string_limit_names_the_field() -> None:

@@ -446,7 +446,8 @@ class CompiledValue:
         if self.kind == "expression":
             assert self.expression is not None
             return self.expression.evaluate(context, value_maps, checked=checked)
-        checked = checked or len(self.parts) < 2 or document_fits(context)
+        if not checked and sum(isinstance(part, Expression) for part in self.parts) > 1:
+            checked = document_fits(context)  # once for all of them
         text = "".join(
             part
             if isinstance(part, str)
