@@ -59,6 +59,33 @@ output:
   ticket_id: "{{ steps.ticket.id }}"
 """
 
+ONBOARD = """
+kind: workflow
+name: onboard_customer
+tenant: acme
+connection: acme-zendesk
+input_schema:
+  type: object
+  required: [company, email]
+steps:
+  - id: company
+    type: create_record
+    object: account
+    fields:
+      name: "{{ input.company }}"
+      description: Onboarded by UWF
+  - id: contact
+    type: create_record
+    object: contact
+    fields:
+      name: Hans Gruber
+      email: "{{ input.email }}"
+      account_id: "{{ steps.company.id }}"
+output:
+  company: "{{ steps.company.id }}"
+  contact: "{{ steps.contact.id }}"
+"""
+
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
@@ -75,6 +102,7 @@ def metadata_dir(tmp_path: Path) -> Path:
     conn.write_text(text)
     (directory / "note_only.yaml").write_text(NOTE_ONLY)
     (directory / "open_case.yaml").write_text(OPEN_CASE)
+    (directory / "onboard_customer.yaml").write_text(ONBOARD)
     return directory
 
 
@@ -283,6 +311,38 @@ async def test_create_with_a_lost_response_creates_one_ticket(harness: Harness) 
     assert after == before + 1
     assert ticket["ticket"]["subject"] == "Printer on fire"
     assert ticket["ticket"]["priority"] == "urgent"
+
+
+async def test_lost_organization_answer_is_resent_and_makes_one(harness: Harness) -> None:
+    """Organizations are created by create_or_update keyed by external_id = the step key: the
+    resend after a lost answer finds the one the first request made."""
+    harness.sandbox.control(drop_after_write_rate=1.0)
+    eid = await harness.submit(
+        "onboard_customer", {"company": "Nakatomi Trading", "email": "hans@nakatomi.test"}
+    )
+    [claimed] = await harness.store.claim(harness.executor.owner, 1, 30)
+    assert await harness.executor._interpreter.run(claimed, harness.executor.owner) == "running"
+    assert harness.sandbox.stats()["dropped_after_write"] == 1  # the answer was really lost
+    harness.sandbox.reset()
+    await harness.run()
+
+    execution = await harness.store.get_execution(eid)
+    assert execution is not None
+    assert execution.status == "succeeded", execution.error
+    runs = {r.step_id: r for r in await harness.store.step_runs(eid)}
+    assert (runs["company"].attempts, runs["contact"].attempts) == (2, 1)
+    with harness.sandbox.client() as client:
+        search = "/api/v2/organizations/search.json"
+        orgs = client.get(search, params={"name": "Nakatomi Trading"}).json()["organizations"]
+        users = client.get(
+            "/api/v2/users/search.json", params={"query": "email:hans@nakatomi.test"}
+        ).json()["users"]
+    assert [(o["id"], o["external_id"], o["notes"]) for o in orgs] == [
+        (execution.output["company"], f"{eid}:company", "Onboarded by UWF")
+    ]
+    assert [(u["id"], u["name"], u["organization_id"], u["external_id"]) for u in users] == [
+        (execution.output["contact"], "Hans Gruber", execution.output["company"], f"{eid}:contact")
+    ]
 
 
 async def test_read_and_step_timeouts_cut_a_slow_crm_short(
