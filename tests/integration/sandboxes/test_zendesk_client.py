@@ -10,7 +10,7 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 from zenpy import Zenpy
-from zenpy.lib.api_objects import Comment, Ticket
+from zenpy.lib.api_objects import Comment, Organization, Ticket, User
 
 from tests.sandbox_server import RunningSandbox, serve_sandbox
 
@@ -73,3 +73,27 @@ def test_zenpy_searches_users_and_creates_a_ticket(zenpy: Zenpy) -> None:
     assert alice.email == "alice@acme.test"
     assert fetched.subject == "Made by zenpy"
     assert fetched.assignee_id == alice.id
+
+
+def test_zenpy_upserts_organizations_and_users(zenpy: Zenpy, sandbox: RunningSandbox) -> None:
+    org = zenpy.organizations.create_or_update(
+        Organization(name="Zenpy Industries", external_id="zenpy-1", notes="first")
+    )
+    again = zenpy.organizations.create_or_update(
+        Organization(name="Zenpy Industries", external_id="zenpy-1", notes="second")
+    )
+    assert again.id == org.id
+    assert zenpy.organizations(id=org.id).notes == "second"
+    fields = {f.key for f in zenpy.organization_fields()}
+    assert {"account_tier", "renewal_date"} <= fields
+
+    user = zenpy.users.create_or_update(
+        User(name="Zed Penny", email="zed@zenpy.test", organization_id=org.id)
+    )
+    assert (user.role, user.organization_id) == ("end-user", org.id)
+    same = zenpy.users.create_or_update(User(email="zed@zenpy.test", phone="+1 555 0142"))
+    assert same.id == user.id
+    assert zenpy.users(id=user.id).phone == "+1 555 0142"
+    with sandbox.client() as client:
+        found = client.get("/api/v2/organizations/search.json", params={"name": "zenpy industries"})
+    assert [o["id"] for o in found.json()["organizations"]] == [org.id]
