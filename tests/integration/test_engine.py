@@ -7,37 +7,28 @@ responses lost after the write was committed.
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import ACME_EXAMPLES as EXAMPLES
-from tests.engine_harness import EngineHarness, fast_retries
-from tests.sandbox_server import RunningSandbox, serve_sandbox
+from tests.engine_harness import (
+    EngineHarness,
+    example_metadata,
+    note_only_workflow,
+    running_harness,
+    sandbox_fixture,
+)
+from tests.sandbox_server import RunningSandbox
 from uwf.connectors import LimitsSpec
 from uwf.metadata import load_directory
 from uwf.service import make_executor
 from uwf.settings import Settings
-from uwf.store import StepRun, Store
+from uwf.store import StepRun
 
-NOTE_ONLY = """
-kind: workflow
-name: note_only
-tenant: acme
-connection: acme-zendesk
-input_schema:
-  type: object
-  required: [case_id, text]
-steps:
-  - id: note
-    type: add_comment
-    object: case
-    record_id: "{{ input.case_id }}"
-    body: "{{ input.text }}"
-"""
+NOTE_ONLY = note_only_workflow("acme", "acme-zendesk")
 OPEN_CASE = """
 kind: workflow
 name: open_case
@@ -87,29 +78,24 @@ output:
 """
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
-    with serve_sandbox(tmp_path / "home") as running:
-        yield running
+sandbox = sandbox_fixture()
 
 
 @pytest.fixture
 def metadata_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "metadata"
-    shutil.copytree(EXAMPLES, directory)
-    conn = directory / "acme-zendesk.yaml"
-    text = fast_retries(conn.read_text())
-    conn.write_text(text)
-    (directory / "note_only.yaml").write_text(NOTE_ONLY)
-    (directory / "open_case.yaml").write_text(OPEN_CASE)
-    (directory / "onboard_customer.yaml").write_text(ONBOARD)
-    return directory
+    return example_metadata(
+        tmp_path,
+        EXAMPLES,
+        "acme-zendesk.yaml",
+        {
+            "note_only.yaml": NOTE_ONLY,
+            "open_case.yaml": OPEN_CASE,
+            "onboard_customer.yaml": ONBOARD,
+        },
+    )
 
 
 class Harness(EngineHarness):
-    async def run(self, seconds: float = 30) -> None:
-        await self.run_due(seconds)
-
     def comments(self, ticket: int, text: str) -> list[dict[str, Any]]:
         with self.sandbox.client() as client:
             listed = client.get(f"/api/v2/tickets/{ticket}/comments.json").json()["comments"]
@@ -118,17 +104,10 @@ class Harness(EngineHarness):
 
 @pytest.fixture
 async def harness(
-    database_url: str, sandbox: RunningSandbox, metadata_dir: Path, tmp_path: Path
+    database_url: str, sandbox: RunningSandbox, metadata_dir: Path
 ) -> AsyncIterator[Harness]:
-    store = await Store.open(database_url)
-    settings = Settings(home=sandbox.home, poll_interval=0.05, lease_seconds=2)
-    h = Harness(store, settings, sandbox)
-    h.version, _ = await store.apply_metadata(load_directory(metadata_dir), "test")
-    try:
+    async with running_harness(Harness, database_url, sandbox, metadata_dir) as h:
         yield h
-    finally:
-        await h.executor.runtime.close()
-        await store.close()
 
 
 async def test_escalation_records_every_step(harness: Harness) -> None:

@@ -6,7 +6,6 @@ and owner, and that exactly one note landed even when the note's response was lo
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,23 +14,19 @@ import httpx
 import pytest
 
 from tests.conftest import EXAMPLES
-from tests.engine_harness import EngineHarness, fast_retries
-from tests.sandbox_server import RunningSandbox, serve_sandbox
+from tests.engine_harness import (
+    EngineHarness,
+    example_metadata,
+    note_only_workflow,
+    running_harness,
+    sandbox_fixture,
+)
+from tests.sandbox_server import RunningSandbox
 from uwf.metadata import load_directory
 from uwf.sandboxes._dynamics_records import QUICKSTART_TICKET, guid
-from uwf.settings import Settings
-from uwf.store import Execution, Store
+from uwf.store import Execution
 
-NOTE_ONLY = """
-kind: workflow
-name: note_only
-tenant: contoso
-connection: contoso-dynamics
-input_schema: {type: object, required: [case_id, text]}
-steps:
-  - {id: note, type: add_comment, object: case, record_id: "{{ input.case_id }}",
-     body: "{{ input.text }}"}
-"""
+NOTE_ONLY = note_only_workflow("contoso", "contoso-dynamics")
 OPEN_CASE = """
 kind: workflow
 name: open_case
@@ -114,10 +109,7 @@ class Crm:
         return value
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
-    with serve_sandbox(tmp_path / "home", "dynamics") as running:
-        yield running
+sandbox = sandbox_fixture("dynamics")
 
 
 @pytest.fixture
@@ -129,14 +121,12 @@ def crm(sandbox: RunningSandbox) -> Iterator[Crm]:
 
 @pytest.fixture
 def metadata_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "metadata"
-    shutil.copytree(EXAMPLES, directory)
-    tenant = directory / "contoso.yaml"
-    tenant.write_text(fast_retries(tenant.read_text()))
-    (directory / "contoso-note-only.yaml").write_text(NOTE_ONLY)
-    (directory / "contoso-open-case.yaml").write_text(OPEN_CASE)
-    (directory / "contoso-onboard.yaml").write_text(ONBOARD)
-    return directory
+    documents = {
+        "contoso-note-only.yaml": NOTE_ONLY,
+        "contoso-open-case.yaml": OPEN_CASE,
+        "contoso-onboard.yaml": ONBOARD,
+    }
+    return example_metadata(tmp_path, EXAMPLES, "contoso.yaml", documents)
 
 
 class Harness(EngineHarness):
@@ -147,14 +137,8 @@ class Harness(EngineHarness):
 async def harness(
     database_url: str, sandbox: RunningSandbox, metadata_dir: Path
 ) -> AsyncIterator[Harness]:
-    store = await Store.open(database_url)
-    h = Harness(store, Settings(home=sandbox.home, poll_interval=0.05, lease_seconds=2), sandbox)
-    h.version, _ = await store.apply_metadata(load_directory(metadata_dir), "test")
-    try:
+    async with running_harness(Harness, database_url, sandbox, metadata_dir) as h:
         yield h
-    finally:
-        await h.executor.runtime.close()
-        await store.close()
 
 
 async def run_with_first_response_lost(

@@ -6,8 +6,7 @@ value map (integers) differ. Every outcome is checked through Freshdesk's own AP
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +15,17 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLES
-from tests.engine_harness import EngineHarness, fast_retries
-from tests.sandbox_server import RunningSandbox, serve_sandbox
-from uwf.metadata import load_directory
-from uwf.settings import Settings
-from uwf.store import Store
+from tests.engine_harness import (
+    EngineHarness,
+    example_metadata,
+    note_only_workflow,
+    running_harness,
+    sandbox_fixture,
+)
+from tests.sandbox_server import RunningSandbox
 
 BOB = 43000000003
-NOTE_ONLY = """
-kind: workflow
-name: note_only
-tenant: hooli
-connection: hooli-freshdesk
-input_schema: {type: object, required: [case_id, text]}
-steps:
-  - id: note
-    type: add_comment
-    object: case
-    record_id: "{{ input.case_id }}"
-    body: "{{ input.text }}"
-"""
+NOTE_ONLY = note_only_workflow("hooli", "hooli-freshdesk")
 OPEN_CASE = """
 kind: workflow
 name: open_case
@@ -82,32 +72,26 @@ output:
 """
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
-    with serve_sandbox(tmp_path / "home", "freshdesk") as running:
-        yield running
+sandbox = sandbox_fixture("freshdesk")
 
 
 @pytest.fixture
 def metadata_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "metadata"
-    shutil.copytree(EXAMPLES, directory)
-    hooli = directory / "hooli.yaml"
-    text = hooli.read_text()
-    assert "timeout_seconds: 20\n" in text
-    # P4 → 7 is not a Freshdesk priority, though the field mapping claims it is: it makes the
-    # CRM refuse the update (a 400).
-    text = fast_retries(text).replace("P4: 1\n", "P4: 7\n")
-    text = text.replace(
-        "connector: freshdesk\n",
-        "connector: freshdesk\nfield_mappings:\n  case:\n    priority: {native: priority, "
-        "type: enum, values: {low: 7, normal: 2, high: 3, urgent: 4}}\n",
-    )
-    hooli.write_text(text)
-    (directory / "hooli_note_only.yaml").write_text(NOTE_ONLY)
-    (directory / "hooli_open_case.yaml").write_text(OPEN_CASE)
-    (directory / "hooli_onboard.yaml").write_text(ONBOARD)
-    return directory
+    def mis_map_p4(text: str) -> str:
+        # P4 → 7 is not a Freshdesk priority, though the field mapping claims it is: it makes
+        # the CRM refuse the update (a 400).
+        return text.replace("P4: 1\n", "P4: 7\n").replace(
+            "connector: freshdesk\n",
+            "connector: freshdesk\nfield_mappings:\n  case:\n    priority: {native: priority, "
+            "type: enum, values: {low: 7, normal: 2, high: 3, urgent: 4}}\n",
+        )
+
+    documents = {
+        "hooli_note_only.yaml": NOTE_ONLY,
+        "hooli_open_case.yaml": OPEN_CASE,
+        "hooli_onboard.yaml": ONBOARD,
+    }
+    return example_metadata(tmp_path, EXAMPLES, "hooli.yaml", documents, mis_map_p4)
 
 
 class Harness(EngineHarness):
@@ -129,15 +113,8 @@ class Harness(EngineHarness):
 async def harness(
     database_url: str, sandbox: RunningSandbox, metadata_dir: Path
 ) -> AsyncIterator[Harness]:
-    store = await Store.open(database_url)
-    settings = Settings(home=sandbox.home, poll_interval=0.05, lease_seconds=2)
-    h = Harness(store, settings, sandbox)
-    h.version, _ = await store.apply_metadata(load_directory(metadata_dir), "test")
-    try:
+    async with running_harness(Harness, database_url, sandbox, metadata_dir) as h:
         yield h
-    finally:
-        await h.executor.runtime.close()
-        await store.close()
 
 
 def test_hoolis_workflow_is_acmes_but_for_tenant_and_connection() -> None:

@@ -6,7 +6,7 @@ through UWF's records of what it did.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,28 +14,18 @@ import httpx
 import pytest
 
 from tests.conftest import EXAMPLES
-from tests.engine_harness import EngineHarness, fast_retries
-from tests.sandbox_server import RunningSandbox, serve_sandbox
+from tests.engine_harness import (
+    EngineHarness,
+    example_metadata,
+    note_only_workflow,
+    running_harness,
+    sandbox_fixture,
+)
+from tests.sandbox_server import RunningSandbox
 from uwf.metadata import load_directory
-from uwf.settings import Settings
-from uwf.store import Store
 
 BOB = "41000003"
-NOTE_ONLY = """
-kind: workflow
-name: note_only
-tenant: umbrella
-connection: umbrella-hubspot
-input_schema:
-  type: object
-  required: [case_id, text]
-steps:
-  - id: note
-    type: add_comment
-    object: case
-    record_id: "{{ input.case_id }}"
-    body: "{{ input.text }}"
-"""
+NOTE_ONLY = note_only_workflow("umbrella", "umbrella-hubspot")
 OPEN_CASE = """
 kind: workflow
 name: open_case
@@ -115,33 +105,28 @@ steps:
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
-    # As HubSpot does, the sandbox refuses a note without `hs_timestamp`; the connector sends
-    # the attempt's `now`.
-    with serve_sandbox(tmp_path / "home", "hubspot") as running:
-        yield running
+# As HubSpot does, the sandbox refuses a note without `hs_timestamp`; the connector sends
+# the attempt's `now`.
+sandbox = sandbox_fixture("hubspot")
 
 
 @pytest.fixture
 def metadata_dir(tmp_path: Path) -> Path:
     # Only umbrella's file: the tenant, connection, value map and workflow are all in it.
-    directory = tmp_path / "metadata"
-    directory.mkdir()
-    text = (EXAMPLES / "umbrella.yaml").read_text()
-    text = fast_retries(text)
-    (directory / "umbrella.yaml").write_text(text)
-    (directory / "note_only.yaml").write_text(NOTE_ONLY)
-    (directory / "open_case.yaml").write_text(OPEN_CASE)
-    (directory / "onboard_customer.yaml").write_text(ONBOARD)
-    return directory
+    return example_metadata(
+        tmp_path,
+        EXAMPLES / "umbrella.yaml",
+        "umbrella.yaml",
+        {
+            "note_only.yaml": NOTE_ONLY,
+            "open_case.yaml": OPEN_CASE,
+            "onboard_customer.yaml": ONBOARD,
+        },
+    )
 
 
 class Harness(EngineHarness):
     tenant = "umbrella"
-
-    async def run(self, seconds: float = 30) -> None:
-        await self.run_due(seconds)
 
     def hubspot(self) -> httpx.Client:
         """A client of the sandbox, authenticated like a HubSpot private app."""
@@ -171,15 +156,8 @@ class Harness(EngineHarness):
 async def harness(
     database_url: str, sandbox: RunningSandbox, metadata_dir: Path
 ) -> AsyncIterator[Harness]:
-    store = await Store.open(database_url)
-    settings = Settings(home=sandbox.home, poll_interval=0.05, lease_seconds=2)
-    h = Harness(store, settings, sandbox)
-    h.version, _ = await store.apply_metadata(load_directory(metadata_dir), "test")
-    try:
+    async with running_harness(Harness, database_url, sandbox, metadata_dir) as h:
         yield h
-    finally:
-        await h.executor.runtime.close()
-        await store.close()
 
 
 async def test_escalation_lands_priority_owner_and_one_internal_note(harness: Harness) -> None:

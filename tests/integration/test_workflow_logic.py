@@ -7,20 +7,21 @@ The example `examples/metadata/acme/triage_cases.yaml` is loaded and run as writ
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import ACME_EXAMPLES as EXAMPLES
-from tests.engine_harness import EngineHarness, fast_retries
-from tests.sandbox_server import RunningSandbox, serve_sandbox
+from tests.engine_harness import (
+    EngineHarness,
+    example_metadata,
+    running_harness,
+    sandbox_fixture,
+)
+from tests.sandbox_server import RunningSandbox
 from uwf.api import execution_view, replay_execution
-from uwf.metadata import load_directory
-from uwf.settings import Settings
-from uwf.store import Store
 
 NOTE_EACH = """
 kind: workflow
@@ -176,23 +177,22 @@ output:
 """
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
-    with serve_sandbox(tmp_path / "home") as running:
-        yield running
+sandbox = sandbox_fixture()
 
 
 @pytest.fixture
 def metadata_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "metadata"
-    shutil.copytree(EXAMPLES, directory)
-    conn = directory / "acme-zendesk.yaml"
-    conn.write_text(fast_retries(conn.read_text()))
-    (directory / "note_each.yaml").write_text(NOTE_EACH)
-    (directory / "reprioritise.yaml").write_text(FAILING)
-    (directory / "set_tone.yaml").write_text(PASSTHROUGH_MAPS)
-    (directory / "assign_or_explain.yaml").write_text(ASSIGN_OR_EXPLAIN)
-    return directory
+    return example_metadata(
+        tmp_path,
+        EXAMPLES,
+        "acme-zendesk.yaml",
+        {
+            "note_each.yaml": NOTE_EACH,
+            "reprioritise.yaml": FAILING,
+            "set_tone.yaml": PASSTHROUGH_MAPS,
+            "assign_or_explain.yaml": ASSIGN_OR_EXPLAIN,
+        },
+    )
 
 
 class Harness(EngineHarness):
@@ -214,15 +214,8 @@ class Harness(EngineHarness):
 async def harness(
     database_url: str, sandbox: RunningSandbox, metadata_dir: Path
 ) -> AsyncIterator[Harness]:
-    store = await Store.open(database_url)
-    settings = Settings(home=sandbox.home, poll_interval=0.05, lease_seconds=2)
-    h = Harness(store, settings, sandbox)
-    h.version, _ = await store.apply_metadata(load_directory(metadata_dir), "test")
-    try:
+    async with running_harness(Harness, database_url, sandbox, metadata_dir) as h:
         yield h
-    finally:
-        await h.executor.runtime.close()
-        await store.close()
 
 
 async def test_example_triage_loops_calls_and_branches(harness: Harness) -> None:

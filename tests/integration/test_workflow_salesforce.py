@@ -5,8 +5,7 @@ Every outcome is checked through Salesforce's own REST API, not through UWF's re
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,45 +14,26 @@ import pytest
 from simple_salesforce.format import format_soql
 
 from tests.conftest import EXAMPLES
-from tests.engine_harness import EngineHarness, fast_retries
-from tests.sandbox_server import RunningSandbox, serve_sandbox
+from tests.engine_harness import (
+    EngineHarness,
+    example_metadata,
+    note_only_workflow,
+    running_harness,
+    sandbox_fixture,
+)
+from tests.sandbox_server import RunningSandbox
 from uwf.metadata import load_directory
-from uwf.settings import Settings
-from uwf.store import Store
 
 QUICKSTART = "00001123"
-NOTE_ONLY = """
-kind: workflow
-name: note_only
-tenant: globex
-connection: globex-salesforce
-input_schema:
-  type: object
-  required: [case_id, text]
-steps:
-  - id: note
-    type: add_comment
-    object: case
-    record_id: "{{ input.case_id }}"
-    body: "{{ input.text }}"
-"""
+NOTE_ONLY = note_only_workflow("globex", "globex-salesforce")
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
-    with serve_sandbox(tmp_path / "home", "salesforce") as running:
-        yield running
+sandbox = sandbox_fixture("salesforce")
 
 
 @pytest.fixture
 def metadata_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "metadata"
-    shutil.copytree(EXAMPLES, directory)
-    conn = directory / "globex.yaml"
-    text = fast_retries(conn.read_text())
-    conn.write_text(text)
-    (directory / "note_only_globex.yaml").write_text(NOTE_ONLY)
-    return directory
+    return example_metadata(tmp_path, EXAMPLES, "globex.yaml", {"note_only_globex.yaml": NOTE_ONLY})
 
 
 class Harness(EngineHarness):
@@ -97,23 +77,11 @@ class Harness(EngineHarness):
         )
 
 
-async def _harness(url: str, sandbox: RunningSandbox, metadata_dir: Path) -> AsyncIterator[Harness]:
-    store = await Store.open(url)
-    settings = Settings(home=sandbox.home, poll_interval=0.05, lease_seconds=2)
-    harness = Harness(store, settings, sandbox)
-    harness.version, _ = await store.apply_metadata(load_directory(metadata_dir), "test")
-    try:
-        yield harness
-    finally:
-        await harness.executor.runtime.close()
-        await store.close()
-
-
 @pytest.fixture
 async def harness(
     database_url: str, sandbox: RunningSandbox, metadata_dir: Path
 ) -> AsyncIterator[Harness]:
-    async for h in _harness(database_url, sandbox, metadata_dir):
+    async with running_harness(Harness, database_url, sandbox, metadata_dir) as h:
         yield h
 
 
@@ -121,7 +89,8 @@ async def harness(
 async def sqlite_harness(
     tmp_path: Path, sandbox: RunningSandbox, metadata_dir: Path
 ) -> AsyncIterator[Harness]:
-    async for h in _harness(f"sqlite+aiosqlite:///{tmp_path / 'uwf.db'}", sandbox, metadata_dir):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'uwf.db'}"
+    async with running_harness(Harness, url, sandbox, metadata_dir) as h:
         yield h
 
 

@@ -6,7 +6,7 @@ priority and owner, and the work notes in sys_journal_field.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +15,20 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLES
-from tests.engine_harness import EngineHarness, fast_retries
-from tests.sandbox_server import RunningSandbox, serve_sandbox
-from uwf.metadata import load_directory
-from uwf.settings import Settings
-from uwf.store import Store
+from tests.engine_harness import (
+    EngineHarness,
+    example_metadata,
+    note_only_workflow,
+    running_harness,
+    sandbox_fixture,
+)
+from tests.sandbox_server import RunningSandbox
 
 TENANT = "initech"
 INC = "/api/now/table/incident"
-EXTRA_WORKFLOWS = """
-kind: workflow
-name: note_only
-tenant: initech
-connection: initech-servicenow
-input_schema: {type: object, required: [case_id, text]}
-steps:
-  - id: note
-    type: add_comment
-    object: case
-    record_id: "{{ input.case_id }}"
-    body: "{{ input.text }}"
----
+EXTRA_WORKFLOWS = (
+    note_only_workflow(TENANT, "initech-servicenow")
+    + """---
 kind: workflow
 name: open_case
 tenant: initech
@@ -88,31 +81,22 @@ steps:
     fields:
       status: "6"
 """
+)
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
-    with serve_sandbox(tmp_path / "home", "servicenow") as running:
-        yield running
+sandbox = sandbox_fixture("servicenow")
 
 
 @pytest.fixture
 def metadata_dir(tmp_path: Path) -> Path:
     # Only Initech's documents: the other tenants' files are not this test's business.
-    directory = tmp_path / "metadata"
-    directory.mkdir()
-    text = (EXAMPLES / "initech.yaml").read_text()
-    text = fast_retries(text)
-    (directory / "initech.yaml").write_text(text)
-    (directory / "extra.yaml").write_text(EXTRA_WORKFLOWS)
-    return directory
+    return example_metadata(
+        tmp_path, EXAMPLES / "initech.yaml", "initech.yaml", {"extra.yaml": EXTRA_WORKFLOWS}
+    )
 
 
 class Harness(EngineHarness):
     tenant = TENANT
-
-    async def run(self, seconds: float = 30) -> None:
-        await self.run_due(seconds)
 
     def snow(self) -> httpx.Client:
         """ServiceNow's own API, as an admin would call it."""
@@ -139,15 +123,8 @@ class Harness(EngineHarness):
 async def harness(
     database_url: str, sandbox: RunningSandbox, metadata_dir: Path
 ) -> AsyncIterator[Harness]:
-    store = await Store.open(database_url)
-    settings = Settings(home=sandbox.home, poll_interval=0.05, lease_seconds=2)
-    h = Harness(store, settings, sandbox)
-    h.version, _ = await store.apply_metadata(load_directory(metadata_dir), "test")
-    try:
+    async with running_harness(Harness, database_url, sandbox, metadata_dir) as h:
         yield h
-    finally:
-        await h.executor.runtime.close()
-        await store.close()
 
 
 def test_initech_runs_the_same_canonical_workflow_as_acme() -> None:
