@@ -57,7 +57,7 @@ class FieldSpec(BaseModel):
     type: FieldType | None = Field(
         default=None,
         description="Writes are coerced to this type (errors name the field and the value); "
-        "none: written as given",
+        "reads are converted to it, or kept as sent when they do not convert; none: as given",
     )
     values: dict[str, Any] | None = Field(
         default=None,

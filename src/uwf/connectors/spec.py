@@ -254,7 +254,8 @@ class ObjectSpec(_Spec):
     as written. `record` reads canonical fields out of a native record (JMESPath each); a
     step's output is then the canonical fields plus `native`, the record as the CRM returned
     it, and for every enum field the CRM's own value beside the canonical one
-    (`priority_native`).
+    (`priority_native`). Boolean, integer, decimal and datetime fields read back as JSON of
+    their type (HubSpot's `"true"` is `true`); a value that does not convert stays as sent.
     """
 
     description: str | None = Field(default=None, description="What the object is")
