@@ -352,7 +352,8 @@ async def test_a_steps_own_on_failure_runs_before_the_workflows(harness: Harness
     assert done.error is not None
     assert done.error["step"] == "assign"
     assert (
-        "422 Unprocessable Entity: RecordInvalid: Record validation errors" in done.error["message"]
+        "422 Unprocessable Entity: RecordInvalid: Record validation errors: Assignee is invalid"
+        in done.error["message"]
     )
     assert done.error["step_compensation"] == {"status": "succeeded"}
     assert done.error["compensation"] == {"status": "succeeded"}
@@ -372,7 +373,7 @@ async def test_a_steps_own_on_failure_runs_before_the_workflows(harness: Harness
     assert notes[0] == "Assigning to 999999"
     assert notes[1] == (
         "Assignment failed (crm_error): Zendesk Support answered 422 Unprocessable Entity: "
-        "RecordInvalid: Record validation errors"
+        "RecordInvalid: Record validation errors: Assignee is invalid"
     )
     assert notes[2] == "Failed at assign; its compensation succeeded"
     view = await execution_view(harness.store, done)
@@ -416,7 +417,7 @@ async def test_a_crash_during_step_compensation_resumes_it_once(harness: Harness
     assert ledger["assign"].attempts == 1  # the failed step is not sent again
     explained = [c for c in harness.comments(49) if c.startswith("Assignment failed")]
     assert len(explained) == 1
-    assert "RecordInvalid" in explained[0]
+    assert explained[0].endswith("RecordInvalid: Record validation errors: Assignee is invalid")
 
 
 @pytest.mark.parametrize(
