@@ -202,7 +202,7 @@ BREAKAGES = {
         "object: agent",
         "steps[0].object",
         "connector 'zendesk' has no object 'agent'",
-        "known: case, user",
+        "known: account, case, comment, contact, user",
         "object: agent",
     ),
     "operation-not-supported": Breakage(
@@ -344,9 +344,9 @@ def test_problem_prints_as_file_line_path_message_and_hint(metadata: Path) -> No
 
     assert str(problem) == (
         f"escalate_case.yaml:{line_of(metadata / 'escalate_case.yaml', 'object: agent')}: "
-        "steps[0].object: connector 'zendesk' has no object 'agent' (hint: known: case, user)"
+        "steps[0].object: connector 'zendesk' has no object 'agent' (hint: known: account, case, comment, contact, user)"
     )
-    assert problem.as_dict()["hint"] == "known: case, user"
+    assert problem.as_dict()["hint"] == "known: account, case, comment, contact, user"
 
 
 def test_a_problem_without_a_path_names_the_document(metadata: Path) -> None:
