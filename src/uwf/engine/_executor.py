@@ -98,7 +98,7 @@ class Executor:
         # Budgets hold across processes when their state is shared (Redis or PostgreSQL).
         self.governor = governor or Governor(open_state(None, store.engine))
         self._interpreter = Interpreter(
-            store, self.runtime, self.targets, self.governor, vault=vault
+            store, self.runtime, self.targets, self.governor, vault=vault, pace=self._defer_to_api
         )
         self._concurrency = concurrency
         self._lease_seconds = lease_seconds

@@ -67,9 +67,13 @@ class Interpreter:
         targets: TargetResolver,
         governor: Governor | None = None,
         vault: Vault | None = None,
+        pace: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._vault = vault
+        # Awaited before each write to the Pipe DB and each CRM call: the in-process worker
+        # lets its API accept actions first (`Executor.accepting`).
+        self._pace = pace or _no_pause
         # Per execution being run: the literal sensitive input values to keep out of records.
         self._hidden: dict[str, tuple[str, ...]] = {}
         self._runtime = runtime
@@ -99,6 +103,7 @@ class Interpreter:
 
     async def _save(self, execution_id: str, owner: str, run: StepRun) -> None:
         """Write the ledger entry; note a cancellation someone asked for meanwhile."""
+        await self._pace()
         runs = [r for r in self._pending.pop(execution_id, []) if r is not run] + [run]
         self._runs.setdefault(execution_id, {})[run.step_id] = run
         if await self._store.save_step(execution_id, owner, *self._hidden_runs(execution_id, runs)):
@@ -138,6 +143,7 @@ class Interpreter:
             outcome = await self._advance(execution, owner)
             if outcome.status == "rescheduled":
                 return "running"
+            await self._pace()
             final = await self._store.finish(
                 execution.id,
                 owner,
@@ -342,6 +348,7 @@ class Interpreter:
                 return fail(
                     "cancelled", "cancelled", f"cancelled on request before step '{step.id}'"
                 )
+        await self._pace()
         try:
             async with self._governor.slot(conn_name, limits, admission):
                 try:
@@ -617,6 +624,10 @@ class Interpreter:
             run.request = {**exc.request, "sent_at": (run.request or {}).get("sent_at")}
         run.response = exc.response
         run.finished_at = utcnow()
+
+
+async def _no_pause() -> None:
+    return None
 
 
 def _settling(settle_seconds: float, run: StepRun) -> float:
