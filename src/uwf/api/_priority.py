@@ -3,7 +3,8 @@
 `uwf serve` runs the API and the worker on one event loop and (with SQLite) one database
 connection. Under a stream of actions the worker's claims, ledger writes and CRM calls would
 queue every `202` behind execution work; with this middleware the worker holds back (claims
-nothing, starts no execution, for at most `uwf.engine._executor.API_PRIORITY_SECONDS`) while
+nothing, starts no execution, pauses running ones before their next write or CRM call, for at
+most `uwf.engine._executor.API_PRIORITY_SECONDS` each time) while
 an action is being accepted. The route releases its ticket once the execution is stored, so a
 caller waiting for the result (`?wait=`) does not hold the worker back.
 """
