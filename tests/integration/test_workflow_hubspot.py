@@ -7,6 +7,7 @@ through UWF's records of what it did.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -345,3 +346,58 @@ async def test_onboarding_with_a_lost_company_create_makes_one_company_and_conta
     [link] = linked.json()["results"]
     assert str(link["toObjectId"]) == company_id
     assert {t["label"] for t in link["associationTypes"]} == {"Primary", None}
+
+
+SIZE_COMPANY = """
+kind: workflow
+name: size_company
+tenant: umbrella
+connection: umbrella-hubspot
+input_schema: {type: object, required: [company]}
+steps:
+  - id: company
+    type: create_record
+    object: account
+    fields:
+      name: "{{ input.company }}"
+      employees: "{{ input.employees }}"
+      revenue: "{{ input.revenue }}"
+output:
+  employees: "{{ steps.company.employees }}"
+  revenue: "{{ steps.company.revenue }}"
+  created: "{{ steps.company.created }}"
+  big: "{{ steps.company.employees > `100` }}"
+  native: "{{ steps.company.native.properties.numberofemployees }}"
+"""
+TYPED_ACCOUNT_FIELDS = """custom_fields:
+  account:
+    employees: {native: numberofemployees, type: integer}
+    revenue: {native: annualrevenue, type: decimal}
+    created: {native: createdate, type: datetime}
+"""
+
+
+async def test_typed_custom_fields_read_back_as_numbers_not_hubspots_text(
+    harness: Harness, metadata_dir: Path
+) -> None:
+    """HubSpot answers every property as text ("250"); the step's output has the declared
+    types, so a condition compares numbers, and HubSpot's own text stays under `native`."""
+    umbrella = metadata_dir / "umbrella.yaml"
+    text = umbrella.read_text()
+    assert "connector: hubspot\n" in text
+    umbrella.write_text(
+        text.replace("connector: hubspot\n", "connector: hubspot\n" + TYPED_ACCOUNT_FIELDS, 1)
+    )
+    (metadata_dir / "size_company.yaml").write_text(SIZE_COMPANY)
+    harness.version, _ = await harness.store.apply_metadata(load_directory(metadata_dir), "test")
+
+    data = {"company": "Kramerica Industries", "employees": "250", "revenue": 1234.5}
+    done = await harness.execute("size_company", data)
+
+    assert done.status == "succeeded", done.error
+    output = done.output
+    assert output is not None
+    assert (output["employees"], output["revenue"], output["big"]) == (250, 1234.5, True)
+    assert output["native"] == "250"
+    # createdate, e.g. "2026-12-08T03:01:02.345Z", read as a date-time in UTC.
+    assert datetime.fromisoformat(output["created"]).utcoffset() == timedelta(0)
