@@ -127,7 +127,8 @@ def test_validate_a_broken_copy_lists_each_problem_and_applies_nothing(
     assert result.code == 1
     assert result.stderr.splitlines() == [
         f"escalate_case.yaml:{line_of(workflow, 'object: agent')}: steps[0].object: "
-        "connector 'zendesk' has no object 'agent' (hint: known: account, case, comment, contact, user)",
+        "connector 'zendesk' has no object 'agent' (hint: known: account, case, comment, "
+        "contact, user)",
         "1 problem(s); nothing was applied",
     ]
 

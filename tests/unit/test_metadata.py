@@ -344,7 +344,8 @@ def test_problem_prints_as_file_line_path_message_and_hint(metadata: Path) -> No
 
     assert str(problem) == (
         f"escalate_case.yaml:{line_of(metadata / 'escalate_case.yaml', 'object: agent')}: "
-        "steps[0].object: connector 'zendesk' has no object 'agent' (hint: known: account, case, comment, contact, user)"
+        "steps[0].object: connector 'zendesk' has no object 'agent' (hint: known: account, "
+        "case, comment, contact, user)"
     )
     assert problem.as_dict()["hint"] == "known: account, case, comment, contact, user"
 
