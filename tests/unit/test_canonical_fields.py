@@ -340,6 +340,7 @@ def test_typed_fields_read_back_as_json_of_their_type(
         ("decimal", "1,234.50"),
         ("datetime", "next Tuesday"),
         ("datetime", "05/01/2026"),
+        ("datetime", "²"),  # a digit to str.isdigit(), not a number
         ("integer", {"value": 1}),
         ("boolean", ["true"]),
     ],

@@ -34,6 +34,7 @@ __all__ = ["FieldSpec", "FieldType", "native_path_expression", "place_native"]
 
 FieldType = Literal["string", "integer", "decimal", "boolean", "datetime", "enum"]
 
+_DIGITS = re.compile(r"[0-9]+")
 _LIST_ENTRY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[([^\[\]]+)\]$")
 _NAME = r"[A-Za-z_$@][A-Za-z0-9_$@.:-]*"
 NATIVE_NAME = rf"^(?:{_NAME}(?:/{_NAME})*|[A-Za-z_][A-Za-z0-9_]*\[[^\[\]]+\])$"
@@ -143,7 +144,7 @@ def _text(value: Any) -> str:
 def _read_typed(native: Any, type_name: str) -> Any:
     """`native` converted to `type_name` as JSON, or `native` itself when it does not convert."""
     value = native
-    if type_name == "datetime" and isinstance(value, str) and value.strip().isdigit():
+    if type_name == "datetime" and isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         value = int(value)  # HubSpot's date-times may come as epoch milliseconds in text
     try:
         return _json_ready(coerce(value, type_name, field="read"))
