@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import ACME_EXAMPLES as EXAMPLES
 from uwf.errors import ConflictError
 from uwf.metadata import load_directory
-from uwf.store import LeaseLostError, StepRun, Store
+from uwf.store import LeaseLostError, StepRun, Store, create_engine
 
 
 async def _store_with_metadata(url: str) -> tuple[Store, int]:
@@ -178,3 +178,34 @@ def test_ids_sort_in_creation_order_even_within_a_millisecond() -> None:
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert {uuid.UUID(i).version for i in ids} == {7}
+
+
+async def test_a_database_host_that_never_answers_fails_fast_not_after_a_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that accepts the connection and then says nothing (a hung host, a black hole)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    monkeypatch.setenv("UWF_DB_CONNECT_TIMEOUT", "0.5")
+    engine = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/silent")
+
+    async def connect() -> None:
+        async with engine.connect():
+            pass
+
+    attempt = asyncio.create_task(connect())
+    try:
+        # Not a timing assertion: a bound so that a regression (asyncpg's own 60 s) fails the
+        # test instead of hanging it.
+        done, _ = await asyncio.wait({attempt}, timeout=30)
+        assert done, "still connecting to a silent server after 30 s"
+        with pytest.raises(TimeoutError):  # an OSError: the API answers it 503
+            attempt.result()
+    finally:
+        attempt.cancel()
+        await engine.dispose()
+        listener.close()

@@ -70,8 +70,15 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
+    # A database host that does not answer must not hold a caller for asyncpg's default 60 s:
+    # connecting gives up after UWF_DB_CONNECT_TIMEOUT (default 5 s), and the API answers 503.
+    timeout = float(os.environ.get("UWF_DB_CONNECT_TIMEOUT", "5"))
     return create_async_engine(
-        url, pool_size=int(os.environ.get("UWF_DB_POOL_SIZE", "10")), pool_pre_ping=True
+        url,
+        pool_size=int(os.environ.get("UWF_DB_POOL_SIZE", "10")),
+        pool_pre_ping=True,
+        pool_timeout=max(timeout, 10.0),
+        connect_args={"timeout": timeout} if url.startswith("postgresql+asyncpg") else {},
     )
 
 
