@@ -250,15 +250,19 @@ def test_check_against_crm_catches_a_tenant_mapping_to_a_missing_picklist_value(
     result = uwf("metadata", "check", str(directory), "--against-crm", "--tenant", "globex")
 
     assert result.code == 1
-    lines = result.stdout.splitlines()
-    assert len(lines) == 2, result.stdout
-    assert (
-        "the mapping of 'priority' (native 'Priority') turns 'urgent' into 'Critical'" in lines[0]
-    )
-    assert "allowed: High, Medium, Low" in lines[0]
+    # The connection's own mappings are reported once, where the connection declares them.
+    by_path = {line.split(": ")[1]: line for line in result.stdout.splitlines()}
+    assert sorted(by_path) == [
+        "custom_fields.case.escalation_level",
+        "field_mappings.case.priority",
+    ], result.stdout
+    mapping = by_path["field_mappings.case.priority"]
+    assert mapping.startswith("globex.yaml:")
+    assert "the mapping of 'priority' (native 'Priority') turns 'urgent' into 'Critical'" in mapping
+    assert "allowed: High, Medium, Low" in mapping
     assert (
         "field 'escalation_level' (native 'Escalation_Level__c') does not exist on salesforce Case"
-        in lines[1]
+        in by_path["custom_fields.case.escalation_level"]
     )
 
 
@@ -454,13 +458,48 @@ def test_check_against_crm_checks_mapped_salesforce_account_and_contact_fields(
     assert result.code == 1
     by_path = {line.split(": ")[1]: line for line in result.stdout.splitlines()}
     assert sorted(by_path) == [
+        "custom_fields.account.tier",
         "steps[0].fields.industry",
-        "steps[0].fields.tier",
         "steps[1].fields.Department",
     ], result.stdout
     assert "'Aerospace'" in by_path["steps[0].fields.industry"]
     assert (
         "Manufacturing, Technology, Retail, Finance, Energy" in by_path["steps[0].fields.industry"]
     )
-    assert "does not exist on salesforce Account" in by_path["steps[0].fields.tier"]
+    assert "does not exist on salesforce Account" in by_path["custom_fields.account.tier"]
     assert "does not exist on salesforce Contact" in by_path["steps[1].fields.Department"]
+
+
+def test_check_against_crm_checks_a_connections_custom_fields_before_any_workflow_uses_them(
+    uwf: Uwf, tmp_path: Path
+) -> None:
+    """Declared, not written yet: a typo in a custom field is caught the day it is added."""
+    directory = tmp_path / "metadata"
+    shutil.copytree(EXAMPLES, directory)
+    path = directory / "globex.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "connector: salesforce\n",
+            "connector: salesforce\n"
+            "custom_fields:\n"
+            "  case:\n"
+            "    escalated: {native: SL_Escalated__c, type: boolean}\n"
+            "    severity:\n"
+            "      native: SL_Severity__c\n"
+            "      type: enum\n"
+            "      values: {minor: Sev3, major: Sev2, critical: Sev9}\n"
+            "    region: {native: SL_Regoin__c}\n",
+        )
+    )
+
+    result = uwf("metadata", "check", str(directory), "--against-crm", "--tenant", "globex")
+
+    assert result.code == 1
+    by_path = {line.split(": ")[1]: line for line in result.stdout.splitlines()}
+    assert sorted(by_path) == [
+        "custom_fields.case.region",
+        "custom_fields.case.severity",
+    ], result.stdout
+    assert "'SL_Regoin__c'" in by_path["custom_fields.case.region"]
+    assert "turns 'critical' into 'Sev9'" in by_path["custom_fields.case.severity"]
+    assert "allowed: Sev1, Sev2, Sev3" in by_path["custom_fields.case.severity"]

@@ -9,6 +9,10 @@ custom native names as given) and looked up in the object's live description. Re
 * a value the field cannot take: a value-map target (`value_map('name', …)` in the field's
   template), or a literal value, that is not one of the picklist's allowed values.
 
+Each connection's own `custom_fields` and `field_mappings` are checked too, whether or not a
+workflow writes them yet: every native field must exist, and an enum's native values must be
+allowed values of the CRM's picklist. Those are reported at the connection's document.
+
 Only reads are sent (the describe requests); nothing is written to any CRM.
 """
 
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,8 @@ _VALUE_MAP_CALL = re.compile(r"value_map\(\s*'([^']+)'")
 _WRITING_STEPS = ("update_record", "create_record")
 
 Describe = Callable[[ConnectionSpec, str], Awaitable[ObjectDescription]]
-Locate = Callable[[WorkflowSpec, tuple[str | int, ...]], tuple[str, int | None]]
+# Where a path of a workflow or connection document is: its file and line.
+Locate = Callable[[WorkflowSpec | ConnectionSpec, tuple[str | int, ...]], tuple[str, int | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +82,21 @@ async def check_against_crm(
     cache: dict[tuple[str, str], ObjectDescription | str] = {}
     findings: list[Finding] = []
 
-    def where(wf: WorkflowSpec, path: tuple[str | int, ...]) -> tuple[str, int | None]:
+    def where(
+        doc: WorkflowSpec | ConnectionSpec, path: tuple[str | int, ...]
+    ) -> tuple[str, int | None]:
         if locate is not None:
-            return locate(wf, path)
-        return f"workflow {wf.tenant}/{wf.name}", None
+            return locate(doc, path)
+        return f"{_kind(doc)} {doc.tenant}/{doc.name}", None
+
+    async def described_as(connection: ConnectionSpec, obj: str) -> ObjectDescription | str:
+        key = (connection.name, obj)
+        if key not in cache:
+            try:
+                cache[key] = await describe(connection, obj)
+            except UwfError as exc:
+                cache[key] = exc.message
+        return cache[key]
 
     for (wf_tenant, _), wf in sorted(bundle.workflows.items()):
         if tenant is not None and wf_tenant != tenant:
@@ -91,13 +107,7 @@ async def check_against_crm(
             connection = bundle.connections.get(conn_name)
             if connection is None:
                 continue  # `metadata validate` reports it
-            key = (conn_name, step.object)
-            if key not in cache:
-                try:
-                    cache[key] = await describe(connection, step.object)
-                except UwfError as exc:
-                    cache[key] = exc.message
-            described = cache[key]
+            described = await described_as(connection, step.object)
             if isinstance(described, str):
                 file, line = where(wf, (*path, "object"))
                 message = f"cannot check against {conn_name}: {described}"
@@ -109,12 +119,76 @@ async def check_against_crm(
             )
             spec = connector.objects.get(step.object)
             mapping = spec.field_specs if spec is not None else {}
+            # The connection's own mappings are checked at the connection (below), once.
+            own = set(connection.custom_fields.get(step.object, {})) | set(
+                connection.field_mappings.get(step.object, {})
+            )
             for name, template in step.fields.items():
-                for inner, message in _check_field(described, mapping, name, template, maps):
+                problems = _check_field(described, mapping, name, template, maps, own)
+                for inner, message in problems:
                     field_path = (*path, "fields", name, *inner)
                     file, line = where(wf, field_path)
                     findings.append(Finding(file, line, _dotted(field_path), message))
+    for conn_name, connection in sorted(bundle.connections.items()):
+        if tenant is not None and connection.tenant != tenant:
+            continue
+        for section in ("custom_fields", "field_mappings"):
+            for obj, fields in sorted(getattr(connection, section).items()):
+                described = await described_as(connection, obj)
+                if isinstance(described, str):
+                    file, line = where(connection, (section, obj))
+                    message = f"cannot check against {conn_name}: {described}"
+                    findings.append(Finding(file, line, f"{section}.{obj}", message, "note"))
+                    continue
+                for name, field in sorted(fields.items()):
+                    for message in _check_mapping(described, name, field):
+                        file, line = where(connection, (section, obj, name))
+                        findings.append(Finding(file, line, f"{section}.{obj}.{name}", message))
     return findings
+
+
+def _kind(doc: WorkflowSpec | ConnectionSpec) -> str:
+    return "workflow" if isinstance(doc, WorkflowSpec) else "connection"
+
+
+def _shown(name: str, base: str) -> str:
+    return f"'{name}'" + (f" (native '{base}')" if base != name else "")
+
+
+def _missing(described: ObjectDescription, base: str, shown: str) -> str:
+    crm = f"{described.connector} {described.native_name or described.object}"
+    close = difflib.get_close_matches(base, [f.name for f in described.fields], n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"field {shown} does not exist on {crm} ({described.connection}){hint}"
+
+
+def _allowed(info: FieldInfo) -> str:
+    return ", ".join(
+        f"{o.value}" + (f" ({o.label})" if o.label and str(o.label) != str(o.value) else "")
+        for o in info.options
+    )
+
+
+def _mapping_values(info: FieldInfo, shown: str, spec: FieldSpec) -> list[str]:
+    """An enum mapping's own native values that the CRM's picklist does not allow."""
+    if spec.type != "enum" or not info.options:
+        return []
+    return [
+        f"the mapping of {shown} turns '{canonical}' into {native!r}, which is not an allowed "
+        f"value (allowed: {_allowed(info)})"
+        for canonical, native in (spec.values or {}).items()
+        if not info.allows(native)
+    ]
+
+
+def _check_mapping(described: ObjectDescription, name: str, spec: FieldSpec) -> list[str]:
+    """Problems of one field a connection adds or maps: it must exist, its values be allowed."""
+    base = native_base(spec.native)
+    shown = _shown(name, base)
+    info = described.field(base)
+    if info is None:
+        return [_missing(described, base, shown)]
+    return _mapping_values(info, shown, spec)
 
 
 def _writing_steps(
@@ -145,12 +219,17 @@ def _check_field(
     name: str,
     template: Any,
     maps: dict[str, ValueMap],
+    own: Collection[str] = (),
 ) -> list[tuple[tuple[str | int, ...], str]]:
-    """(path below the field, message) for each problem of one written field."""
+    """(path below the field, message) for each problem of one written field.
+
+    `own`: fields the connection maps itself; their existence and mapping are reported at the
+    connection, so here only what the workflow writes into them is checked.
+    """
     spec = mapping.get(name)
     native = spec.native if spec is not None else name
     base = native_base(native)
-    shown = f"'{name}'" + (f" (native '{base}')" if base != name else "")
+    shown = _shown(name, base)
     crm = f"{described.connector} {described.native_name or described.object}"
     info = described.field(base)
     if info is None and spec is None:
@@ -158,14 +237,14 @@ def _check_field(
         if nested is not None:
             return nested
     if info is None:
-        close = difflib.get_close_matches(base, [f.name for f in described.fields], n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        return [((), f"field {shown} does not exist on {crm} ({described.connection}){hint}")]
+        return [] if name in own else [((), _missing(described, base, shown))]
     messages = []
     if info.read_only:
         messages.append(f"field {shown} is read-only on {crm}")
     if info.options:
-        messages += _check_values(info, name, shown, spec, template, maps)
+        if spec is not None and name not in own:
+            messages += _mapping_values(info, shown, spec)
+        messages += _check_values(info, shown, spec, template, maps)
     return [((), message) for message in messages]
 
 
@@ -191,35 +270,26 @@ def _nested(
 
 def _check_values(
     info: FieldInfo,
-    name: str,
     shown: str,
     spec: FieldSpec | None,
     template: Any,
     maps: dict[str, ValueMap],
 ) -> list[str]:
-    allowed = ", ".join(
-        f"{o.value}" + (f" ({o.label})" if o.label and str(o.label) != str(o.value) else "")
-        for o in info.options
-    )
+    """What the workflow writes into a picklist: each possible value must be allowed."""
+    allowed = _allowed(info)
     messages = []
-    if spec is not None and spec.type == "enum":
-        # The mapping's own native values must be allowed, whatever the workflow writes.
-        for canonical, native in (spec.values or {}).items():
-            if not info.allows(native):
-                messages.append(
-                    f"the mapping of {shown} turns '{canonical}' into {native!r}, which is not "
-                    f"an allowed value (allowed: {allowed})"
-                )
 
     def refused(value: Any) -> str | None:
         """Why `value`, written to this field, would not be accepted; None when it would."""
         native = value
         if spec is not None and spec.type is not None:
             try:
-                native = spec.to_native(name, value)
+                native = spec.to_native(shown, value)
             except ExpressionError as exc:
                 return exc.message
         if native is not None and not info.allows(native):
+            if native != value:
+                return f"sent as {native!r}, not an allowed value of {shown} (allowed: {allowed})"
             return f"not an allowed value of {shown} (allowed: {allowed})"
         return None
 
@@ -243,9 +313,8 @@ def _check_values(
     for what, value in candidates:
         reason = refused(value)
         if reason is not None:
-            messages.append(
-                f"{what}, which is {reason}" if reason.startswith("not ") else f"{what}: {reason}"
-            )
+            plain = reason.startswith(("not ", "sent as "))
+            messages.append(f"{what}, which is {reason}" if plain else f"{what}: {reason}")
     return messages
 
 
@@ -257,8 +326,8 @@ def _dotted(path: tuple[str | int, ...]) -> str:
 
 
 def document_lines(directory: Path) -> Locate:
-    """A `Locate` for the metadata in `directory`: the file and line of a path in a workflow."""
-    nodes: dict[tuple[str, str], tuple[str, yaml.Node]] = {}
+    """A `Locate` for the metadata in `directory`: the file and line of a path in a document."""
+    nodes: dict[tuple[str, str, str], tuple[str, yaml.Node]] = {}
     for file in sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml")):
         try:
             documents = list(yaml.compose_all(file.read_text(encoding="utf-8")))
@@ -269,14 +338,16 @@ def document_lines(directory: Path) -> Locate:
                 continue
             values = {k.value: v for k, v in node.value if isinstance(v, yaml.ScalarNode)}
             kind, name, owner = (values.get(k) for k in ("kind", "name", "tenant"))
-            if kind is not None and kind.value == "workflow" and name and owner:
-                key = (owner.value, name.value)
+            if kind is not None and kind.value in ("workflow", "connection") and name and owner:
+                key = (kind.value, owner.value, name.value)
                 nodes[key] = (str(file.relative_to(directory)), node)
 
-    def locate(wf: WorkflowSpec, path: tuple[str | int, ...]) -> tuple[str, int | None]:
-        found = nodes.get((wf.tenant, wf.name))
+    def locate(
+        doc: WorkflowSpec | ConnectionSpec, path: tuple[str | int, ...]
+    ) -> tuple[str, int | None]:
+        found = nodes.get((_kind(doc), doc.tenant, doc.name))
         if found is None:
-            return f"workflow {wf.tenant}/{wf.name}", None
+            return f"{_kind(doc)} {doc.tenant}/{doc.name}", None
         file, node = found
         line = node.start_mark.line + 1
         current: yaml.Node | None = node
