@@ -94,11 +94,19 @@ def scrub(value: Any, secrets: Iterable[str] = (), *, mask: str = REDACTED) -> A
 
 
 def _scrub(value: Any, secrets: list[str], mask: str) -> Any:
-    if isinstance(value, dict):
+    # Dispatch on the exact type first: this walks every recorded request and response.
+    kind = type(value)
+    if kind is str:
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, mask)
+        return value
+    if kind is dict or isinstance(value, dict):
         return {
-            k: mask if isinstance(k, str) and k.lower() in SECRET_KEYS else _scrub(v, secrets, mask)
-            for k, v in value.items()
+            k: mask if _is_secret_key(k) else _scrub(v, secrets, mask) for k, v in value.items()
         }
+    if kind in _PLAIN:
+        return value
     if isinstance(value, list | tuple):
         return [_scrub(v, secrets, mask) for v in value]
     if isinstance(value, str):
@@ -107,6 +115,22 @@ def _scrub(value: Any, secrets: list[str], mask: str) -> Any:
                 value = value.replace(secret, mask)
         return value
     return value
+
+
+_PLAIN = frozenset({int, float, bool, type(None)})
+# Keys seen before, whether they name a secret: the same few hundred keys recur in every
+# record, and lower-casing each one every time cost more than the lookup (bounded).
+_secret_key_seen: dict[Any, bool] = {}
+
+
+def _is_secret_key(key: Any) -> bool:
+    known = _secret_key_seen.get(key)
+    if known is None:
+        known = isinstance(key, str) and key.lower() in SECRET_KEYS
+        if len(_secret_key_seen) >= 4096:
+            _secret_key_seen.clear()
+        _secret_key_seen[key] = known
+    return known
 
 
 def redact_processor(
