@@ -539,3 +539,28 @@ def test_the_reference_page_is_generated_from_the_models() -> None:
         "docs/reference/connector-spec.md is stale: "
         "run `uwf connectors reference > docs/reference/connector-spec.md`"
     )
+
+
+@pytest.mark.parametrize(
+    ("canonical", "expected"),
+    [
+        (
+            {"owner_id": "5f1c2a8e-0000-4000-8000-00000000000b", "priority": "high"},
+            {
+                "ownerid@odata.bind": "/systemusers(5f1c2a8e-0000-4000-8000-00000000000b)",
+                "prioritycode": 1,
+            },
+        ),
+        ({"owner_id": "/teams(abc)"}, {"ownerid@odata.bind": "/teams(abc)"}),
+        ({"subject": "Printer"}, {"title": "Printer"}),
+    ],
+    ids=["bare-owner-id", "path-as-given", "no-lookup"],
+)
+def test_dynamics_case_writes_bind_the_owner_by_path(
+    canonical: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    case = builtin_connectors()["dynamics"].objects["case"]
+    context = {"fields": case.to_native(canonical), "record_id": "r", "step_key": "e:s"}
+    for name in ("create", "update"):
+        operation = case.operations[name]  # type: ignore[index]
+        assert operation.compiled["body"].evaluate(context) == expected
