@@ -40,7 +40,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,19 +74,28 @@ DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 # --------------------------------------------------------------------------- servers
 
 
-def unthrottled_metadata(directory: Path) -> Path:
+def unthrottled_metadata(directory: Path, crm_url: str | None = None) -> Path:
     """acme's metadata with a budget the benchmark cannot reach.
 
     UWF keeps to Zendesk's published 700 requests a minute by default; the sandbox's own limits
-    are off too, so both sides measure bookkeeping, not rate limiting.
+    are off too, so both sides measure bookkeeping, not rate limiting. With `crm_url` the
+    connection calls that sandbox (a process of its own) with the token from the environment
+    (`BENCH_ZENDESK_TOKEN`), instead of the one `uwf serve` mounts.
     """
     shutil.copytree(EXAMPLES / "acme", directory)
     connection = directory / "acme-zendesk.yaml"
-    connection.write_text(
-        connection.read_text().replace(
-            "timeout_seconds: 20\n", "timeout_seconds: 20\nlimits:\n  requests: 100000000\n"
-        )
+    text = connection.read_text().replace(
+        "timeout_seconds: 20\n", "timeout_seconds: 20\nlimits:\n  requests: 100000000\n"
     )
+    if crm_url is not None:
+        text = text.replace('base_url: "${sandbox:zendesk}"', f'base_url: "{crm_url}"')
+        text = text.replace(
+            "  token:\n    sandbox: zendesk\n    field: api_token\n",
+            "  token: {env: BENCH_ZENDESK_TOKEN}\n",
+        )
+        if crm_url not in text or "BENCH_ZENDESK_TOKEN" not in text:
+            raise RuntimeError("examples/metadata/acme/acme-zendesk.yaml changed shape")
+    connection.write_text(text)
     return directory
 
 
@@ -168,16 +177,22 @@ async def measure(
     one: Callable[[int], Awaitable[str | None]],
     server: Child,
     base: str,
+    crm: Child | None = None,
 ) -> Point:
-    """One point: `actions` calls of `one` at (concurrency, latency ms, database)."""
+    """One point: `actions` calls of `one` at (concurrency, latency ms, database).
+
+    `base` is where the CRM sandbox answers; `crm`, for UWF's points, its process.
+    """
     concurrency, latency_ms, database = where
     await drive(min(WARMUP, actions), concurrency, one)
     before = await sandbox_stats(base)
+    crm_cpu = crm.cpu_seconds() if crm is not None else 0.0
     server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
     started = time.perf_counter()
     latencies, errors = await drive(actions, concurrency, one)
     wall = time.perf_counter() - started
     client_cpu, server_cpu = time.process_time() - client_cpu, server.cpu_seconds() - server_cpu
+    crm_cpu = crm.cpu_seconds() - crm_cpu if crm is not None else 0.0
     after = await sandbox_stats(base)
     latencies.sort()
     by_status = Counter(after["by_status"])
@@ -200,6 +215,7 @@ async def measure(
         server_cpu_ms=round(server_cpu * 1000 / actions, 3),
         crm_requests=after["requests_total"] - before["requests_total"],
         crm_by_status={k: v for k, v in sorted(by_status.items()) if v},
+        crm_cpu_ms=round(crm_cpu * 1000 / actions, 3) if crm is not None else None,
     )
     print_progress([point])
     return point
@@ -254,7 +270,7 @@ async def raw_points(
 
 
 async def uwf_points(
-    args: argparse.Namespace, serve: Child, base: str, key: str, database: str
+    args: argparse.Namespace, serve: Child, base: str, key: str, database: str, crm: Crm
 ) -> list[Point]:
     """Part 2: escalate_case through `uwf serve`, waiting for each to succeed."""
     headers = {"Authorization": f"Bearer {key}"}
@@ -280,10 +296,11 @@ async def uwf_points(
             return f"{status} {execution.get('status') or execution.get('type', '?')}"
 
         for latency in args.latency_ms:
-            await configure_sandbox(base, latency)
+            await configure_sandbox(crm.base, latency)
             for concurrency in args.concurrency:
                 where, n = (concurrency, latency, database), actions_at(args, concurrency)
-                points.append(await measure("uwf", "uwf", where, n, escalate, serve, base))
+                point = await measure("uwf", "uwf", where, n, escalate, serve, crm.base, crm.child)
+                points.append(point)
     return points
 
 
@@ -305,12 +322,37 @@ def git_commit() -> str:
     return result.stdout.strip() or "unknown"
 
 
+@dataclass
+class Crm:
+    """A sandbox-only process: where it answers (`base`, before the mount) and its token."""
+
+    child: Child
+    base: str
+    token: str
+
+
+@contextlib.contextmanager
+def sandbox_process(tmp: Path, name: str) -> Iterator[Crm]:
+    """The Zendesk sandbox alone in a child process (this file with `--serve-sandbox`)."""
+    from uwf.sandboxes import sandbox_credentials
+
+    home = tmp / f"{name}-home"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    script = str(Path(__file__).resolve())
+    argv = [sys.executable, script, "--serve-sandbox", str(home), "--port", str(port)]
+    child = Child(f"sandbox ({name})", argv, child_env(), tmp / f"{name}.log")
+    with running(child, f"{base}{SANDBOX_PREFIX}/_control"):
+        yield Crm(child, base, sandbox_credentials(home, "zendesk")["api_token"])
+
+
 @contextlib.contextmanager
 def uwf_serve(
-    tmp: Path, name: str, database_url: str | None, **extra: str
+    tmp: Path, name: str, database_url: str | None, crm: Crm | None = None, **extra: str
 ) -> Iterator[tuple[Child, str, str]]:
     """`uwf serve` (API, in-process worker, Pipe DB, sandbox) in a child process of its own:
-    (the child, its base URL, its admin key). `extra`: more UWF_* settings."""
+    (the child, its base URL, its admin key). With `crm`, acme's connection calls that
+    sandbox process instead of the mounted one. `extra`: more UWF_* settings."""
     home = tmp / f"{name}-home"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -324,13 +366,23 @@ def uwf_serve(
         "home": str(home),
         "port": str(port),
         "admin_key": key,
-        "metadata_dir": str(unthrottled_metadata(tmp / f"{name}-metadata")),
+        "metadata_dir": str(
+            unthrottled_metadata(tmp / f"{name}-metadata", crm and crm.base + SANDBOX_PREFIX)
+        ),
         **extra,
     }
+    env = {}
+    if crm is not None:
+        # A loopback CRM is refused unless allowed (docs/security.md): allow this one only.
+        settings["allowed_hosts"] = crm.base.removeprefix("http://")
+        env["BENCH_ZENDESK_TOKEN"] = crm.token
     if database_url:
         settings["database_url"] = database_url
     serve = Child(
-        f"uwf serve ({name})", [str(UWF), "serve"], child_env(**settings), tmp / f"{name}.log"
+        f"uwf serve ({name})",
+        [str(UWF), "serve"],
+        {**child_env(**settings), **env},
+        tmp / f"{name}.log",
     )
     with running(serve, f"{base}/healthz"):
         yield serve, base, key
@@ -338,14 +390,8 @@ def uwf_serve(
 
 def run_raw(args: argparse.Namespace, tmp: Path) -> list[Point]:
     print("raw clients against the sandbox alone:", file=sys.stderr, flush=True)
-    home = tmp / "sandbox-home"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    script = str(Path(__file__).resolve())
-    argv = [sys.executable, script, "--serve-sandbox", str(home), "--port", str(port)]
-    sandbox = Child("sandbox", argv, child_env(), tmp / "sandbox.log")
-    with running(sandbox, f"{base}{SANDBOX_PREFIX}/_control"):
-        return asyncio.run(raw_points(args, sandbox, base, home))
+    with sandbox_process(tmp, "sandbox") as crm:
+        return asyncio.run(raw_points(args, crm.child, crm.base, tmp / "sandbox-home"))
 
 
 def run_uwf(
@@ -365,8 +411,11 @@ def run_uwf(
                 print(f"PostgreSQL skipped: {skipped[database]}", file=sys.stderr, flush=True)
                 continue
         print(f"UWF end to end (uwf serve, {database}):", file=sys.stderr, flush=True)
-        with uwf_serve(tmp, name, database_url) as (serve, base, key):
-            points += asyncio.run(uwf_points(args, serve, base, key, database))
+        with (
+            sandbox_process(tmp, f"crm-{name}") as crm,
+            uwf_serve(tmp, name, database_url, crm) as (serve, base, key),
+        ):
+            points += asyncio.run(uwf_points(args, serve, base, key, database, crm))
     return points
 
 
