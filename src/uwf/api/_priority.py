@@ -15,6 +15,8 @@ import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from uwf.store import api_first
+
 __all__ = ["AcceptPriorityMiddleware"]
 
 _ACCEPT_PATH = re.compile(r"^/v1/tenants/[^/]+/actions/?$")
@@ -38,6 +40,7 @@ class AcceptPriorityMiddleware:
         ticket = executor.accepting()
         scope.setdefault("state", {})["accept_ticket"] = ticket
         try:
-            await self.app(scope, receive, send)
+            with api_first():  # and its Pipe DB requests before the worker's (SQLite)
+                await self.app(scope, receive, send)
         finally:
             ticket.release()

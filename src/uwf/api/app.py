@@ -23,12 +23,18 @@ __all__ = ["create_app"]
 
 
 def create_app(
-    settings: Settings, *, admin_key: str, worker: bool = True, sandboxes: bool = True
+    settings: Settings,
+    *,
+    admin_key: str,
+    worker: bool = True,
+    sandboxes: bool = True,
+    settle_heap: bool = False,
 ) -> FastAPI:
     """The app `uwf serve` runs. Its lifespan opens the Pipe DB and starts the worker.
 
     With `sandboxes`, every built-in CRM sandbox is mounted at `/sandbox/<crm>/` and the
     example connections (`${sandbox:<crm>}`) reach them through this same server.
+    `settle_heap`: the process serves only this app (`Service.settle_heap` once started).
     """
     sandbox_base = f"{settings.base_url}/sandbox" if sandboxes else None
 
@@ -36,6 +42,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = await Service.start(settings, worker=worker, sandbox_base=sandbox_base)
         app.state.service = service
+        if settle_heap:
+            Service.settle_heap()
         try:
             yield
         finally:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import random
 import socket
 import time
 from collections import OrderedDict
@@ -166,8 +167,11 @@ class Executor:
 
     async def _defer_to_api(self) -> None:
         if self._accepting and not self._stopping.is_set():
+            # Each waiter gives up at its own moment: held executions that all resumed at once
+            # would run as one burst and hold the next `202`s for tens of milliseconds.
+            hold = API_PRIORITY_SECONDS * random.uniform(0.25, 1.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._accepts_idle.wait(), API_PRIORITY_SECONDS)
+                await asyncio.wait_for(self._accepts_idle.wait(), hold)
 
     def wake(self) -> None:
         """Something was enqueued: look now rather than at the next poll."""

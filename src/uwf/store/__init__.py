@@ -3,6 +3,7 @@ callers' API keys and the audit log."""
 
 from uwf.store._audit import AUDIT_ACTIONS, AuditEntry, AuditRecord, AuditRepo
 from uwf.store._db import create_engine, new_id, upgrade, utcnow
+from uwf.store._gate import api_first
 from uwf.store._keys import KEY_PREFIX, SCOPES, ApiKey, KeyRepo, hash_key
 from uwf.store._repo import Execution, LeaseLostError, StepRun, Store
 from uwf.store._secrets import SecretRepo, StoredSecret
@@ -36,6 +37,7 @@ __all__ = [
     "StoredSecret",
     "TokenRepo",
     "TokenRow",
+    "api_first",
     "create_engine",
     "governor_counters",
     "governor_pauses",

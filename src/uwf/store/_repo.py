@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -16,6 +16,7 @@ from uwf.errors import IdempotencyKeyReusedError
 from uwf.metadata import MetadataBundle
 from uwf.store._audit import AuditEntry, AuditRepo
 from uwf.store._db import create_engine, new_id, upgrade, utcnow
+from uwf.store._gate import GatedEngine
 from uwf.store._keys import KeyRepo
 from uwf.store._secrets import SecretRepo
 from uwf.store._tables import (
@@ -181,6 +182,9 @@ class Store:
     """The Pipe DB. Every method is one short transaction; none is held across a CRM call."""
 
     def __init__(self, engine: AsyncEngine) -> None:
+        if engine.dialect.name == "sqlite":
+            # One connection for API and worker: the API's requests go first (see _gate).
+            engine = cast(AsyncEngine, GatedEngine(engine))
         self.engine = engine
         self.tokens = TokenRepo(engine)
         self.keys = KeyRepo(engine)
