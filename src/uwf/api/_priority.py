@@ -15,8 +15,6 @@ import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from uwf.store import api_first
-
 __all__ = ["AcceptPriorityMiddleware"]
 
 _ACCEPT_PATH = re.compile(r"^/v1/tenants/[^/]+/actions/?$")
@@ -40,7 +38,6 @@ class AcceptPriorityMiddleware:
         ticket = executor.accepting()
         scope.setdefault("state", {})["accept_ticket"] = ticket
         try:
-            with api_first():  # and its Pipe DB requests before the worker's (SQLite)
-                await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
         finally:
             ticket.release()

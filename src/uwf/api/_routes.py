@@ -41,7 +41,7 @@ from uwf.connectors import describe_object
 from uwf.engine import dry_run
 from uwf.errors import ConflictError, InputValidationError, NotFoundError
 from uwf.service import Service, make_executor
-from uwf.store import AuditEntry, Execution, StepRun
+from uwf.store import AuditEntry, Execution, StepRun, api_first
 
 router = APIRouter()
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -155,16 +155,17 @@ async def submit_action(
             "Invalid Idempotency-Key",
             "Idempotency-Key must be 1–255 visible ASCII characters",
         )
-    execution, created = await accept_action(
-        service.store,
-        tenant,
-        body.workflow,
-        body.input,
-        idempotency_key,
-        audit=audit_entry(request, "action.accepted", tenant, workflow=body.workflow),
-        vault=service.vault,
-        active=getattr(request.state, "metadata", None),
-    )
+    with api_first():  # storing it goes before the worker's Pipe DB requests (SQLite)
+        execution, created = await accept_action(
+            service.store,
+            tenant,
+            body.workflow,
+            body.input,
+            idempotency_key,
+            audit=audit_entry(request, "action.accepted", tenant, workflow=body.workflow),
+            vault=service.vault,
+            active=getattr(request.state, "metadata", None),
+        )
     ticket = getattr(request.state, "accept_ticket", None)
     if ticket is not None:
         ticket.release()  # stored: the worker may go on, and run this one

@@ -3,9 +3,11 @@
 SQLite has one writer, and the embedded default gives the Pipe DB one pooled connection, so
 every transaction of `uwf serve` — the API's and the in-process worker's — queues for it. The
 pool's queue is first come, first served: under a stream of actions a `202` waited behind every
-ledger write and finish the worker had queued before it. Here the requests of the API (marked
-by `api_first`) are served before any waiting worker request; each still waits for the one
-transaction in flight, and the worker is never starved, since it runs between accepts.
+ledger write and finish the worker had queued before it. Here the transaction that stores an
+accepted action (marked by `api_first`) is served before any waiting worker request; it still
+waits for the one transaction in flight, and the worker is never starved, since it runs between
+accepts. Only that transaction: marking the whole request (its key and metadata reads, its
+wait for the result) held executions up to 0.6 s at 16 concurrent callers in the benchmark.
 
 PostgreSQL has a pool of connections and row locks, and gets no gate.
 """
