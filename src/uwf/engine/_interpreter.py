@@ -356,13 +356,7 @@ class Interpreter:
                 except ConnectorError as exc:
                     await self._observe_failure(conn_name, limits, target, exc)
                     raise
-                await self._governor.observe(
-                    conn_name,
-                    limits,
-                    target.spec.rate_limit,
-                    result.response.get("status"),
-                    result.response.get("headers") or {},
-                )
+                await self._observe_answer(conn_name, limits, target, result.response)
         except RetryableError as exc:
             self._record_failure(run, exc)
             if run.attempts >= retry.max_attempts:
@@ -549,14 +543,20 @@ class Interpreter:
             except ConnectorError as exc:
                 await self._observe_failure(conn_name, limits, target, exc)
                 raise
-            await self._governor.observe(
-                conn_name,
-                limits,
-                target.spec.rate_limit,
-                answer.get("status"),
-                answer.get("headers") or {},
-            )
+            await self._observe_answer(conn_name, limits, target, answer)
         return answer, record
+
+    async def _observe_answer(
+        self, conn_name: str, limits: LimitsSpec, target: Target, answer: dict[str, Any]
+    ) -> None:
+        """The governor learns from an answer (`status`, lower-cased `headers`)."""
+        await self._governor.observe(
+            conn_name,
+            limits,
+            target.spec.rate_limit,
+            answer.get("status"),
+            answer.get("headers") or {},
+        )
 
     async def _observe_failure(
         self, conn_name: str, limits: LimitsSpec, target: Target, exc: ConnectorError
