@@ -190,14 +190,22 @@ async def test_lost_response_to_a_comment_is_verified_not_sent_twice(harness: Ha
     await harness.run()
     harness.sandbox.reset()
 
+    run = await _found_by_verification_once(harness, eid, 33, "lost response")
+    assert run.status == "succeeded"
+
+
+async def _found_by_verification_once(
+    harness: Harness, eid: str, case_id: int, text: str
+) -> StepRun:
+    """The execution succeeded, its one note was found by `verify`, and it is in the CRM once."""
     execution = await harness.store.get_execution(eid)
     [run] = await harness.store.step_runs(eid)
     assert execution is not None
     assert execution.status == "succeeded", execution.error
-    assert run.status == "succeeded"
     assert run.response is not None
     assert run.response["verified"] is True
-    assert len(harness.comments(33, "lost response")) == 1
+    assert len(harness.comments(case_id, text)) == 1
+    return run
 
 
 @pytest.mark.parametrize("landed", [True, False], ids=["comment-landed", "comment-not-sent"])
@@ -387,14 +395,8 @@ async def test_a_lost_response_on_the_last_attempt_is_still_checked(
     await harness.run()
     harness.sandbox.reset()
 
-    execution = await harness.store.get_execution(eid)
-    [run] = await harness.store.step_runs(eid)
-    assert execution is not None
-    assert execution.status == "succeeded", execution.error
+    run = await _found_by_verification_once(harness, eid, 36, "last attempt lost")
     assert run.attempts == 1
-    assert run.response is not None
-    assert run.response["verified"] is True
-    assert len(harness.comments(36, "last attempt lost")) == 1
 
 
 async def test_a_write_checked_and_not_found_with_no_attempt_left_is_dead_not_resent(

@@ -35,6 +35,20 @@ def uwf(tmp_path: Path) -> Uwf:
     return Uwf(tmp_path / "home")
 
 
+def check_globex(uwf: Uwf, tmp_path: Path, text: str) -> tuple[int, dict[str, str], str]:
+    """`metadata check --against-crm --tenant globex` over the examples with globex.yaml set to
+    `text`: the exit code, each finding line by its path, and the whole output."""
+    directory = tmp_path / "metadata"
+    shutil.copytree(EXAMPLES, directory)
+    (directory / "globex.yaml").write_text(text)
+    result = uwf("metadata", "check", str(directory), "--against-crm", "--tenant", "globex")
+    by_path = {line.split(": ")[1]: line for line in result.stdout.splitlines()}
+    return result.code, by_path, result.stdout
+
+
+GLOBEX = EXAMPLES / "globex.yaml"
+
+
 @pytest.mark.parametrize("connection", sorted(CONNECTIONS))
 def test_describe_reads_live_fields_of_every_crm(uwf: Uwf, connection: str) -> None:
     priority_field, allowed, owner_field = CONNECTIONS[connection]
@@ -220,13 +234,12 @@ def test_check_against_crm_catches_a_zendesk_mapping_to_nothing(uwf: Uwf, tmp_pa
 def test_check_against_crm_catches_a_tenant_mapping_to_a_missing_picklist_value(
     uwf: Uwf, tmp_path: Path
 ) -> None:
-    directory = tmp_path / "metadata"
-    shutil.copytree(EXAMPLES, directory)
-    path = directory / "globex.yaml"
     # Globex maps the canonical priorities itself, one of them to a value its org lacks, and
     # adds a custom field its org does not have.
-    path.write_text(
-        path.read_text()
+    code, by_path, stdout = check_globex(
+        uwf,
+        tmp_path,
+        GLOBEX.read_text()
         .replace(
             "connector: salesforce\n",
             "connector: salesforce\n"
@@ -244,18 +257,15 @@ def test_check_against_crm_catches_a_tenant_mapping_to_a_missing_picklist_value(
             "      priority: \"{{ value_map('case_priority', input.priority) }}\"\n",
             "      priority: \"{{ value_map('case_priority', input.priority) }}\"\n"
             "      escalation_level: 2\n",
-        )
+        ),
     )
 
-    result = uwf("metadata", "check", str(directory), "--against-crm", "--tenant", "globex")
-
-    assert result.code == 1
+    assert code == 1
     # The connection's own mappings are reported once, where the connection declares them.
-    by_path = {line.split(": ")[1]: line for line in result.stdout.splitlines()}
     assert sorted(by_path) == [
         "custom_fields.case.escalation_level",
         "field_mappings.case.priority",
-    ], result.stdout
+    ], stdout
     mapping = by_path["field_mappings.case.priority"]
     assert mapping.startswith("globex.yaml:")
     assert "the mapping of 'priority' (native 'Priority') turns 'urgent' into 'Critical'" in mapping
@@ -444,24 +454,18 @@ steps:
 def test_check_against_crm_checks_mapped_salesforce_account_and_contact_fields(
     uwf: Uwf, tmp_path: Path
 ) -> None:
-    directory = tmp_path / "metadata"
-    shutil.copytree(EXAMPLES, directory)
-    path = directory / "globex.yaml"
-    text = path.read_text().replace(
+    text = GLOBEX.read_text().replace(
         "connector: salesforce\n",
         "connector: salesforce\ncustom_fields:\n  account:\n    tier: {native: Tier__c}\n",
     )
-    path.write_text(text + ONBOARD)
+    code, by_path, stdout = check_globex(uwf, tmp_path, text + ONBOARD)
 
-    result = uwf("metadata", "check", str(directory), "--against-crm", "--tenant", "globex")
-
-    assert result.code == 1
-    by_path = {line.split(": ")[1]: line for line in result.stdout.splitlines()}
+    assert code == 1
     assert sorted(by_path) == [
         "custom_fields.account.tier",
         "steps[0].fields.industry",
         "steps[1].fields.Department",
-    ], result.stdout
+    ], stdout
     assert "'Aerospace'" in by_path["steps[0].fields.industry"]
     assert (
         "Manufacturing, Technology, Retail, Finance, Energy" in by_path["steps[0].fields.industry"]
@@ -474,11 +478,10 @@ def test_check_against_crm_checks_a_connections_custom_fields_before_any_workflo
     uwf: Uwf, tmp_path: Path
 ) -> None:
     """Declared, not written yet: a typo in a custom field is caught the day it is added."""
-    directory = tmp_path / "metadata"
-    shutil.copytree(EXAMPLES, directory)
-    path = directory / "globex.yaml"
-    path.write_text(
-        path.read_text().replace(
+    code, by_path, stdout = check_globex(
+        uwf,
+        tmp_path,
+        GLOBEX.read_text().replace(
             "connector: salesforce\n",
             "connector: salesforce\n"
             "custom_fields:\n"
@@ -489,17 +492,14 @@ def test_check_against_crm_checks_a_connections_custom_fields_before_any_workflo
             "      type: enum\n"
             "      values: {minor: Sev3, major: Sev2, critical: Sev9}\n"
             "    region: {native: SL_Regoin__c}\n",
-        )
+        ),
     )
 
-    result = uwf("metadata", "check", str(directory), "--against-crm", "--tenant", "globex")
-
-    assert result.code == 1
-    by_path = {line.split(": ")[1]: line for line in result.stdout.splitlines()}
+    assert code == 1
     assert sorted(by_path) == [
         "custom_fields.case.region",
         "custom_fields.case.severity",
-    ], result.stdout
+    ], stdout
     assert "'SL_Regoin__c'" in by_path["custom_fields.case.region"]
     assert "turns 'critical' into 'Sev9'" in by_path["custom_fields.case.severity"]
     assert "allowed: Sev1, Sev2, Sev3" in by_path["custom_fields.case.severity"]

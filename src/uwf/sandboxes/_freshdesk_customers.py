@@ -344,6 +344,15 @@ def _require_changes(body: Json) -> None:
         raise request_error(400, "missing_params", message)
 
 
+def _mandatory_name(value: Any, errors: list[Json], out: Json) -> None:
+    """A company's or contact's `name`: a string that may not be null or blank."""
+    name = _string("name", value, errors, nullable=False)
+    if name == "":
+        errors.append(error("name", "It should not be blank as this is a mandatory field"))
+    elif name is not None:
+        out["name"] = name
+
+
 def validate_company(body: Json, *, creating: bool) -> Json:
     """A company create/update body as the columns to set, or 400 listing every error."""
     if not creating:
@@ -356,11 +365,7 @@ def validate_company(body: Json, *, creating: bool) -> Json:
         if field not in _COMPANY_FIELDS:
             errors.append(invalid_field(field))
         elif field == "name":
-            name = _string(field, value, errors, nullable=False)
-            if name == "":
-                errors.append(error(field, "It should not be blank as this is a mandatory field"))
-            elif name is not None:
-                out[field] = name
+            _mandatory_name(value, errors, out)
         elif field in ("description", "note"):
             out[field] = _string(field, value, errors)
         elif field == "domains":
@@ -397,11 +402,7 @@ def validate_contact(conn: sqlite3.Connection, body: Json, *, creating: bool) ->
         if field not in _CONTACT_FIELDS:
             errors.append(invalid_field(field))
         elif field == "name":
-            name = _string(field, value, errors, nullable=False)
-            if name == "":
-                errors.append(error(field, "It should not be blank as this is a mandatory field"))
-            elif name is not None:
-                out[field] = name
+            _mandatory_name(value, errors, out)
         elif (
             field == "email"
             and value is not None

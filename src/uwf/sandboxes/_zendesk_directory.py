@@ -155,19 +155,29 @@ def _field_json(
     return field
 
 
+def _fields_json(
+    base: str,
+    kind: str,
+    first_id: int,
+    system: tuple[tuple[str, str, str], ...],
+    custom: Any,
+) -> list[Json]:
+    """The system fields (ids from `first_id`), then the custom ones, of `kind`."""
+    fields = [
+        _field_json(base, kind, first_id + n, key, ftype, title, True)
+        for n, (key, ftype, title) in enumerate(system)
+    ]
+    return fields + [
+        _field_json(base, kind, fid, key, ftype, title, False) for fid, key, ftype, title in custom
+    ]
+
+
 def organization_fields_json(base: str) -> list[Json]:
     """The account's organization fields: the system ones, then the custom ones."""
     system = (("name", "text", "Name"), ("details", "textarea", "Details"),
               ("notes", "textarea", "Notes"), ("domain_names", "text", "Domains"),
               ("group_id", "integer", "Group"), ("tags", "text", "Tags"))  # fmt: skip
-    fields = [
-        _field_json(base, "organization_fields", 369001 + n, key, ftype, title, True)
-        for n, (key, ftype, title) in enumerate(system)
-    ]
-    return fields + [
-        _field_json(base, "organization_fields", fid, key, ftype, title, False)
-        for fid, key, ftype, title in _ORG_FIELDS
-    ]
+    return _fields_json(base, "organization_fields", 369001, system, _ORG_FIELDS)
 
 
 def user_fields_json(base: str) -> list[Json]:
@@ -175,14 +185,7 @@ def user_fields_json(base: str) -> list[Json]:
     system = (("name", "text", "Name"), ("email", "text", "Email"),
               ("phone", "text", "Phone"), ("organization_id", "integer", "Organization"),
               ("role", "text", "Role"), ("external_id", "text", "External ID"))  # fmt: skip
-    fields = [
-        _field_json(base, "user_fields", 379001 + n, key, ftype, title, True)
-        for n, (key, ftype, title) in enumerate(system)
-    ]
-    return fields + [
-        _field_json(base, "user_fields", fid, key, ftype, title, False)
-        for fid, key, ftype, title in _USER_FIELDS
-    ]
+    return _fields_json(base, "user_fields", 379001, system, _USER_FIELDS)
 
 
 # --------------------------------------------------------------------------- validation

@@ -494,15 +494,25 @@ class _FreshdeskApi:
 
     async def save_contact(self, request: Request) -> Response:
         """``POST /contacts`` (201 with ``Location``) and ``PUT /contacts/{id}`` (200)."""
+        return await self._save(request, "contacts", save_contact, contact_json)
+
+    async def _save(
+        self,
+        request: Request,
+        collection: str,
+        save: Callable[..., dict[str, Any]],
+        to_json: Callable[[Mapping[str, Any]], Any],
+    ) -> Response:
+        """Create (201 with ``Location``) or update (200) one record of ``collection``."""
         await self.authenticate(request)
-        contact_id = request.path_params.get("id")
+        record_id = request.path_params.get("id")
         body = await _json_body(request)
-        row = await self.store.run(save_contact, body, contact_id)
+        row = await self.store.run(save, body, record_id)
         mark_write(request)
-        if contact_id is not None:
-            return JSONResponse(contact_json(row))
-        location = f"{public_base_url(request)}/api/v2/contacts/{row['id']}"
-        return JSONResponse(contact_json(row), 201, {"Location": location})
+        if record_id is not None:
+            return JSONResponse(to_json(row))
+        location = f"{public_base_url(request)}/api/v2/{collection}/{row['id']}"
+        return JSONResponse(to_json(row), 201, {"Location": location})
 
     async def list_companies(self, request: Request) -> Response:
         await self.authenticate(request)
@@ -519,15 +529,7 @@ class _FreshdeskApi:
 
     async def save_company(self, request: Request) -> Response:
         """``POST /companies`` (201 with ``Location``) and ``PUT /companies/{id}`` (200)."""
-        await self.authenticate(request)
-        company_id = request.path_params.get("id")
-        body = await _json_body(request)
-        row = await self.store.run(save_company, body, company_id)
-        mark_write(request)
-        if company_id is not None:
-            return JSONResponse(company_json(row))
-        location = f"{public_base_url(request)}/api/v2/companies/{row['id']}"
-        return JSONResponse(company_json(row), 201, {"Location": location})
+        return await self._save(request, "companies", save_company, company_json)
 
     async def autocomplete_companies(self, request: Request) -> Response:
         """``{"companies": [{"id", "name"}]}``: names with a word starting with each word typed."""
