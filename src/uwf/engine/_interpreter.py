@@ -266,9 +266,10 @@ class Interpreter:
                 return fail("failed", "mapping", exc.message)
         # Records come back in the canonical shape (plus `native`); comments as the CRM sends them.
         canonical = obj.to_canonical if operation_name != "add_comment" else _same
+        retry = step.retry or connection.retry
+        limits = connection.limits or target.spec.limits
         if run.status in ("sending", "outcome_unknown") and not operation.is_idempotent:
             # The request may have reached the CRM before we lost track of it.
-            limits = connection.limits or target.spec.limits
             found = await self._verify(
                 execution, owner, target, operation, op_context, run, (conn_name, limits)
             )
@@ -278,7 +279,6 @@ class Interpreter:
                 self._done(run, context, step, canonical(found), inputs)
                 await self._save(execution.id, owner, run)
                 return None
-            retry = step.retry or connection.retry
             if run.attempts >= retry.max_attempts:
                 # Not written, and no attempt left: dead, with the payload, never sent again.
                 run.status, run.finished_at = "failed", utcnow()
@@ -305,8 +305,6 @@ class Interpreter:
             await self._save(execution.id, owner, run)
             return None
 
-        retry = step.retry or connection.retry
-        limits = connection.limits or target.spec.limits
         admission = await self._governor.admit(conn_name, limits)
         if admission.wait > 0:
             # The connection's budget says not now: come back then, without using an attempt.
